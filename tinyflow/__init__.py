@@ -1,0 +1,41 @@
+"""tinyflow: normalizing flows in plain NumPy + autograd, written to be read.
+
+The contract every layer obeys
+------------------------------
+Arrays are float64 and batch-first: points (N, D), log-determinants (N,).
+
+    params = layer.init(rng, dim)           # pytree of float64 arrays ({} if none)
+    y, log_det = layer.forward(params, x)   # generative direction (base -> data); log|det dy/dx|
+    x, log_det = layer.inverse(params, y)   # normalizing direction (data -> base); log|det dx/dy|
+
+and the inverse log_det at y = f(x) is minus the forward one at x. A Flow(base, layers)
+samples by running the layers forward from the base and evaluates log q(x) by running
+them inverse from the data:
+
+    log q(x) = log p_base(z) + sum_k log|det d f_k^-1 / d input|,   z = f_1^-1(... f_K^-1(x))
+
+Layers hold only hyperparameters; parameters are passed explicitly, so autograd.grad
+differentiates any loss with respect to them. Every random draw takes a
+numpy.random.Generator.
+"""
+from .autoregressive import AffineAutoregressive
+from .check import autograd_jacobian, check_layer, numerical_jacobian
+from .coupling import AffineCoupling, alternating_masks
+from .distributions import DiagNormal, StandardNormal
+from .elementwise import Affine, Exp
+from .evaluate import format_report, held_out_report
+from .flow import Flow
+from .invert import Invert
+from .io import load_params, save_params
+from .leaky_relu import LeakyReLU
+from .permutation import LULinear, Permute, Reverse
+from .targets import Banana, ShiftedGaussian, UniformConditionalGaussian
+from .train import adam, adamw, fit, forward_kl, gaussian_noise, reverse_kl
+
+__all__ = [
+    "Affine", "AffineAutoregressive", "AffineCoupling", "Banana", "DiagNormal", "Exp", "Flow",
+    "Invert", "LULinear", "LeakyReLU", "Permute", "Reverse", "ShiftedGaussian", "StandardNormal",
+    "UniformConditionalGaussian", "adam", "adamw", "alternating_masks", "autograd_jacobian",
+    "check_layer", "fit", "format_report", "forward_kl", "gaussian_noise", "held_out_report",
+    "load_params", "numerical_jacobian", "reverse_kl", "save_params",
+]

@@ -1,0 +1,71 @@
+"""RealNVP affine coupling (Dinh, Sohl-Dickstein & Bengio 2017, "Density estimation using Real NVP").
+
+The mask splits x into a kept part x_a (mask == 1) and a changed part x_b (mask == 0):
+
+    y_a = x_a
+    y_b = x_b * exp(s(x_a)) + t(x_a)          s, t: one MLP with outputs [s_raw, t]
+    x_b = (y_b - t(y_a)) * exp(-s(y_a))       (inverse: y_a = x_a, so s and t are recomputed exactly)
+    log|det dy/dx| = sum_b s(x_a)             (the Jacobian is triangular once x_a comes first)
+
+Log-scale bound: s = s_max * tanh(s_raw / s_max). This is the identity for small s_raw (so a
+zero-initialised MLP starts the layer as the identity) and keeps exp(s) within
+[exp(-s_max), exp(s_max)], so one bad step cannot overflow; unlike a hard clip it never
+cuts the gradient off.
+
+Shapes: x, y (N, D); log_det (N,); params: the MLP pytree (see mlp.py), sizes
+[n_a, *hidden, 2 * n_b].
+"""
+import autograd.numpy as np
+
+from .mlp import mlp, mlp_init
+from .validate import check_dim, check_hidden, check_points, check_positive
+
+
+def alternating_masks(dim, num_layers):
+    """[1,0,1,0,...], [0,1,0,1,...], ...: consecutive couplings change complementary halves."""
+    first = np.arange(dim) % 2 == 0
+    return [(first if k % 2 == 0 else ~first).astype(int) for k in range(num_layers)]
+
+
+class AffineCoupling:
+    """mask: sequence of 0/1 of length D with at least one of each; hidden: MLP widths."""
+
+    def __init__(self, mask, hidden=(64, 64), s_max=5.0):
+        mask = np.asarray(mask)
+        if mask.ndim != 1 or not np.all((mask == 0) | (mask == 1)):
+            raise ValueError(f"mask must be a 1D sequence of 0s and 1s, got {mask.tolist()}")
+        if mask.all() or not mask.any():
+            raise ValueError("mask must contain both 0s (changed) and 1s (kept); "
+                             f"got {mask.tolist()}, which would make the layer the identity or not invertible")
+        self.mask = mask.astype(int)
+        self.hidden = check_hidden(hidden)
+        self.s_max = check_positive(s_max, "s_max")
+        self.index_a = np.flatnonzero(self.mask == 1)              # kept coordinates
+        self.index_b = np.flatnonzero(self.mask == 0)              # changed coordinates
+        self.unsort = np.argsort(np.concatenate([self.index_a, self.index_b]))
+
+    def init(self, rng, dim):
+        if check_dim(dim) != len(self.mask):
+            raise ValueError(f"mask has length {len(self.mask)} but the flow has dim {dim}")
+        return mlp_init(rng, [len(self.index_a), *self.hidden, 2 * len(self.index_b)])
+
+    def _s_t(self, params, x_a):
+        h = mlp(params, x_a)
+        s_raw, t = h[:, :len(self.index_b)], h[:, len(self.index_b):]
+        return self.s_max * np.tanh(s_raw / self.s_max), t
+
+    def forward(self, params, x):
+        x = check_points(x, len(self.mask))
+        x_a, x_b = x[:, self.index_a], x[:, self.index_b]
+        s, t = self._s_t(params, x_a)
+        y_b = x_b * np.exp(s) + t
+        y = np.concatenate([x_a, y_b], axis=1)[:, self.unsort]     # back to the original order
+        return y, np.sum(s, axis=1)
+
+    def inverse(self, params, y):
+        y = check_points(y, len(self.mask), "y")
+        y_a, y_b = y[:, self.index_a], y[:, self.index_b]
+        s, t = self._s_t(params, y_a)
+        x_b = (y_b - t) * np.exp(-s)
+        x = np.concatenate([y_a, x_b], axis=1)[:, self.unsort]
+        return x, -np.sum(s, axis=1)

@@ -1,0 +1,89 @@
+"""Fixed permutations and a learnable invertible linear map: the mixing between couplings.
+
+A coupling or autoregressive layer leaves some coordinates alone or treats the first
+one specially; mixing between layers lets every coordinate be transformed.
+
+    Reverse():        y = x[:, ::-1]                     log_det = 0
+    Permute(order):   y = x[:, order]                    log_det = 0
+    LULinear(order):  y = x W^T + b,  W = P L U          log_det = sum(log_d)
+
+LULinear (Kingma & Dhariwal 2018, "Glow"): L unit lower-triangular, U upper-triangular with
+diagonal exp(log_d), P the fixed row permutation given by `order` (identity if None). Then
+det W = +-prod exp(log_d), so log|det W| = sum(log_d) costs O(D) instead of O(D^3), and
+any real parameters give an invertible W. It starts as W = P (L = U = I, log_d = 0).
+params: {"L": (D, D), "U": (D, D), "log_d": (D,), "b": (D,)}; only the strictly lower part of
+"L" and strictly upper part of "U" are used.
+"""
+import autograd.numpy as np
+
+from .validate import check_dim, check_points
+
+
+def _check_order(order):
+    order = np.asarray(order)
+    if order.ndim != 1 or order.dtype.kind not in "iu" or not np.array_equal(np.sort(order), np.arange(len(order))):
+        raise ValueError(f"order must be a permutation of 0..D-1, got {order.tolist()}")
+    return order
+
+
+class Reverse:
+    def init(self, rng, dim):
+        return {}
+
+    def forward(self, params, x):
+        x = check_points(x)
+        return x[:, ::-1], np.zeros(len(x))
+
+    def inverse(self, params, y):
+        return self.forward(params, y)           # reversing is its own inverse
+
+
+class Permute:
+    """order: a permutation of 0..D-1; y[:, i] = x[:, order[i]]."""
+
+    def __init__(self, order):
+        self.order = _check_order(order)
+        self.inverse_order = np.argsort(self.order)
+
+    def init(self, rng, dim):
+        if check_dim(dim) != len(self.order):
+            raise ValueError(f"order has length {len(self.order)} but the flow has dim {dim}")
+        return {}
+
+    def forward(self, params, x):
+        x = check_points(x, len(self.order))
+        return x[:, self.order], np.zeros(len(x))
+
+    def inverse(self, params, y):
+        y = check_points(y, len(self.order), "y")
+        return y[:, self.inverse_order], np.zeros(len(y))
+
+
+class LULinear:
+    def __init__(self, order=None):
+        self.order = None if order is None else _check_order(order)
+
+    def init(self, rng, dim):
+        dim = check_dim(dim)
+        if self.order is not None and len(self.order) != dim:
+            raise ValueError(f"order has length {len(self.order)} but the flow has dim {dim}")
+        return {"L": np.zeros((dim, dim)), "U": np.zeros((dim, dim)),
+                "log_d": np.zeros(dim), "b": np.zeros(dim)}
+
+    def weight(self, params):
+        """W = P L U, built from the parameters (once per call, shared by all N points)."""
+        dim = len(params["b"])
+        L = np.tril(params["L"], -1) + np.eye(dim)
+        U = np.triu(params["U"], 1) + np.diag(np.exp(params["log_d"]))
+        W = np.dot(L, U)
+        return W if self.order is None else W[self.order]
+
+    def forward(self, params, x):
+        x = check_points(x, len(params["b"]))
+        y = np.dot(x, self.weight(params).T) + params["b"]
+        return y, np.sum(params["log_d"]) * np.ones(len(x))
+
+    def inverse(self, params, y):
+        y = check_points(y, len(params["b"]), "y")
+        x = np.linalg.solve(self.weight(params), (y - params["b"]).T).T
+        return x, -np.sum(params["log_d"]) * np.ones(len(y))

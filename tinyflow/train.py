@@ -1,0 +1,140 @@
+"""Training: the two KL losses, Adam/AdamW that skip non-finite steps, and a fit loop.
+
+    forward KL (maximum likelihood, needs samples of p):   loss = -mean_x log q(x)
+        = KL(p || q) + H(p), so its floor is the target's entropy H(p).
+    reverse KL (needs only an unnormalised log p~):        loss = mean_x [log q(x) - log p~(x)], x ~ q
+        = KL(q || p) - log Z, so its floor is -log Z (a negative loss is not a bug).
+
+Adam (Kingma & Ba 2015) with decoupled weight decay (AdamW, Loshchilov & Hutter 2019):
+    m <- b1 m + (1 - b1) g,   v <- b2 v + (1 - b2) g^2,   mhat = m / (1 - b1^t),  vhat = v / (1 - b2^t)
+    theta <- theta - step_size * (mhat / (sqrt(vhat) + eps) + weight_decay * theta)
+"""
+import autograd.numpy as np
+import numpy as onp
+from autograd import value_and_grad
+from autograd.misc import flatten
+
+from .validate import check_count, check_points, check_rng
+
+
+def forward_kl(flow):
+    """loss(params, x) = -mean log q(x), x: (N, D) samples of the target."""
+    def loss(params, x):
+        return -np.mean(flow.log_prob(params, x))
+    return loss
+
+
+def reverse_kl(flow, log_p):
+    """loss(params, eps) = mean(log q(x) - log_p(x)), x = flow pushed from noise eps ~ N(0, I) (N, D)."""
+    def loss(params, eps):
+        x, log_q = flow.sample_from_noise(params, eps)
+        return np.mean(log_q - log_p(x))
+    return loss
+
+
+def gaussian_noise(dim):
+    """A sampler for reverse-KL training: (rng, n) -> eps ~ N(0, I) of shape (n, dim)."""
+    return lambda rng, n: rng.standard_normal((n, dim))
+
+
+def adam_update(theta, g, m, v, t, step_size, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0):
+    """One AdamW step on flat float arrays; t counts applied steps from 1. Returns theta, m, v."""
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g ** 2
+    m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+    theta = theta - step_size * (m_hat / (onp.sqrt(v_hat) + eps) + weight_decay * theta)
+    return theta, m, v
+
+
+def adam(grad, x, callback=None, num_iters=100, step_size=0.001, b1=0.9, b2=0.999, eps=1e-8,
+         weight_decay=0.0):
+    """Drop-in for autograd.misc.optimizers.adam: grad(params, i) -> gradient pytree and
+    callback(params, i, g) run before each update. A non-finite gradient skips its update."""
+    theta, unflatten = flatten(x)
+    m, v, t = onp.zeros_like(theta), onp.zeros_like(theta), 0
+    for i in range(num_iters):
+        g = flatten(grad(unflatten(theta), i))[0]
+        if callback:
+            callback(unflatten(theta), i, unflatten(g))
+        if not onp.all(onp.isfinite(g)):
+            continue
+        t += 1
+        theta, m, v = adam_update(theta, g, m, v, t, step_size, b1, b2, eps, weight_decay)
+    return unflatten(theta)
+
+
+def adamw(grad, x, callback=None, num_iters=100, step_size=0.001, b1=0.9, b2=0.999, eps=1e-8,
+          weight_decay=1e-2):
+    """adam with weight decay on by default (PyTorch's AdamW default, 1e-2)."""
+    return adam(grad, x, callback, num_iters, step_size, b1, b2, eps, weight_decay)
+
+
+def _batches(data, rng, batch_size):
+    """Endless batches: fresh draws from a sampler data(rng, n), or shuffled epochs of an array."""
+    if callable(data):
+        while True:
+            yield data(rng, batch_size)
+    data = check_points(data, name="data")
+    while True:
+        order = rng.permutation(len(data))
+        for start in range(0, len(data), batch_size):
+            yield data[order[start:start + batch_size]]
+
+
+def fit(loss, params, data, rng, num_steps, batch_size, step_size=1e-3, weight_decay=0.0,
+        print_every=None, max_skips=20, validation=None, eval_every=50, patience=None):
+    """Minimise loss(params, batch) with AdamW; return (params, history).
+
+    data: a sampler data(rng, n) (a fresh batch every step) or an (M, D) array (shuffled minibatches).
+    A step whose loss or gradient is not finite is skipped and counted; after `max_skips`
+    consecutive skips training stops and returns the last good parameters.
+    validation: held-out data; every `eval_every` steps loss(params, validation) is recorded, the
+    best parameters are the ones returned, and with `patience` training stops after that many
+    evaluations without improvement (early stopping).
+    history: {"loss": (num_steps,) array, NaN where skipped or not reached, "skipped": int,
+              "validation": [(step, value)], "best_step": int or None, "stopped": str or None}
+    """
+    check_rng(rng)
+    num_steps, batch_size = check_count(num_steps, "num_steps"), check_count(batch_size, "batch_size")
+    loss_and_grad = value_and_grad(loss)
+    theta, unflatten = flatten(params)
+    if not onp.all(onp.isfinite(theta)):
+        raise ValueError("fit needs finite initial parameters")
+    m, v, t = onp.zeros_like(theta), onp.zeros_like(theta), 0
+    history = {"loss": onp.full(num_steps, onp.nan), "skipped": 0, "validation": [],
+               "best_step": None, "stopped": None}
+    best, best_value, stale, run = theta, onp.inf, 0, 0
+    batches = _batches(data, rng, batch_size)
+    for step in range(num_steps):
+        value, g = loss_and_grad(unflatten(theta), next(batches))
+        g = flatten(g)[0]
+        if not (onp.isfinite(value) and onp.all(onp.isfinite(g))):
+            history["skipped"] += 1
+            run += 1
+            if run >= max_skips:
+                history["stopped"] = (f"stopped at step {step}: {run} consecutive non-finite losses or "
+                                      f"gradients; returning the last good parameters")
+                print(history["stopped"])
+                break
+            continue
+        run, t = 0, t + 1
+        history["loss"][step] = value
+        theta, m, v = adam_update(theta, g, m, v, t, step_size, weight_decay=weight_decay)
+        if not onp.all(onp.isfinite(theta)):          # cannot happen with finite g, but never return NaN
+            raise FloatingPointError(f"parameters became non-finite at step {step}")
+        if print_every and (step % print_every == 0 or step == num_steps - 1):
+            print(f"step {step:6d}  loss {value:9.4f}")
+        if validation is not None and (step % eval_every == 0 or step == num_steps - 1):
+            val = float(loss(unflatten(theta), validation))
+            history["validation"].append((step, val))
+            if val < best_value:
+                best, best_value, stale, history["best_step"] = theta, val, 0, step
+            else:
+                stale += 1
+                if patience is not None and stale >= patience:
+                    history["stopped"] = f"early stop at step {step}: best validation loss {best_value:.4f} at step {history['best_step']}"
+                    print(history["stopped"])
+                    break
+    if history["skipped"]:
+        print(f"skipped {history['skipped']} of {num_steps} steps with a non-finite loss or gradient")
+    return unflatten(best if validation is not None and onp.isfinite(best_value) else theta), history

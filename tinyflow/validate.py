@@ -1,0 +1,84 @@
+"""Input checks shared by every public entry point.
+
+Each check raises a ValueError or TypeError that names what was expected, so a
+student who passes a (D,) vector, a list of ints with a NaN, or a 3-column
+array to a 2D flow learns what went wrong from the message alone.
+
+Under `autograd.grad` the arrays are wrapped in tracer boxes; `getval` unwraps
+them so the checks look at the numbers without being differentiated.
+"""
+import numpy as onp
+from autograd.tracer import getval, isbox
+
+
+def check_points(x, dim=None, name="x"):
+    """Return `x` as a float64 array of shape (N, D), or raise a clear error.
+
+    dim: the expected D, or None to accept any D >= 1.
+    A plain list or an integer array is converted to float64; a traced array
+    (inside autograd) is returned unchanged after its shape and values are checked.
+    """
+    value = getval(x)
+    if not isbox(x):
+        if isinstance(value, (str, bytes)) or value is None:
+            raise TypeError(f"{name} must be an array of shape (N, D), got {type(value).__name__}")
+        value = onp.asarray(value)
+        if value.dtype.kind not in "iuf":
+            raise TypeError(f"{name} must hold real numbers (float64), got dtype {value.dtype}")
+        x = value = value.astype(onp.float64, copy=False)
+    if value.ndim != 2:
+        raise ValueError(f"{name} must be 2D with shape (N, D), got shape {value.shape}")
+    if value.shape[0] < 1 or value.shape[1] < 1:
+        raise ValueError(f"{name} must have at least one row and one column, got shape {value.shape}")
+    if dim is not None and value.shape[1] != dim:
+        raise ValueError(f"{name} must have {dim} columns (shape (N, {dim})), got shape {value.shape}")
+    bad = ~onp.isfinite(value)
+    if bad.any():
+        raise ValueError(f"{name} must be finite, got {int(bad.sum())} NaN/inf entries")
+    return x
+
+
+def check_dim(dim, name="dim"):
+    """Return `dim` as an int >= 1, or raise."""
+    if isinstance(dim, bool) or not isinstance(dim, (int, onp.integer)):
+        raise TypeError(f"{name} must be an int >= 1, got {type(dim).__name__}")
+    if dim < 1:
+        raise ValueError(f"{name} must be >= 1, got {dim}")
+    return int(dim)
+
+
+def check_hidden(hidden):
+    """Return hidden-layer sizes as a tuple of positive ints, or raise."""
+    if isinstance(hidden, (int, onp.integer)):
+        hidden = (hidden,)
+    hidden = tuple(hidden)
+    if len(hidden) == 0 or any(isinstance(h, bool) or not isinstance(h, (int, onp.integer)) or h < 1
+                               for h in hidden):
+        raise ValueError(f"hidden must be a non-empty sequence of positive ints, got {hidden}")
+    return tuple(int(h) for h in hidden)
+
+
+def check_positive(value, name):
+    """Return `value` as a positive finite float, or raise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, onp.integer, onp.floating)):
+        raise TypeError(f"{name} must be a positive number, got {type(value).__name__}")
+    if not (onp.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be positive and finite, got {value}")
+    return float(value)
+
+
+def check_rng(rng):
+    """Every random draw takes an explicit numpy.random.Generator."""
+    if not isinstance(rng, onp.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), "
+                        f"got {type(rng).__name__}")
+    return rng
+
+
+def check_count(n, name="n"):
+    """Return a sample count as an int >= 1, or raise."""
+    if isinstance(n, bool) or not isinstance(n, (int, onp.integer)):
+        raise TypeError(f"{name} must be an int >= 1, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"{name} must be >= 1, got {n}")
+    return int(n)
