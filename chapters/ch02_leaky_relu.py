@@ -1,0 +1,315 @@
+# %% [markdown]
+# # Chapter 2: leaky ReLU as a layer
+#
+# **Goal.** Build the first non-linear layer of a flow in several dimensions, check that it is a
+# bijection with the right log-determinant, train a small stack of layers on a target whose
+# density we know exactly, and find the first thing such elementwise layers cannot do.
+#
+# **Key equation.** Applied to each coordinate on its own,
+#
+# $$y_i = \begin{cases} x_i & x_i \ge 0 \\ \alpha\, x_i & x_i < 0 \end{cases}, \qquad
+# \log\left|\det \frac{\partial y}{\partial x}\right| = \sum_{i:\ x_i < 0} \log \alpha .$$
+#
+# **Builds on.** Chapter 1: the change of variables, `Affine`, `Flow`, `fit` with `forward_kl`.
+#
+# **Introduces.** `tinyflow/leaky_relu.py` (`LeakyReLU(alpha, learnable)`), and the honest
+# evaluation in `tinyflow/evaluate.py` (held-out NLL, entropy, gap, paired KL).
+
+# %%
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import PowerNorm
+from autograd import grad
+
+import tinyflow
+from tinyflow.plotting import chapter_args, grid, plot_density, savefig
+
+args = chapter_args(__doc__ or "Chapter 2: leaky ReLU as a layer")
+
+SEED = args.seed
+NUM_STEPS = 100 if args.quick else 1500
+LEARNING_RATE = 0.05 if args.quick else 0.02
+BATCH_SIZE = 256 if args.quick else 512      # fresh target samples every step
+NUM_HELD_OUT = 10_000 if args.quick else 100_000
+GRID = 100 if args.quick else 300            # heat-map resolution (pixels per side)
+ALPHA = 0.5                                  # the slope on the negative side in section 1
+rng = np.random.default_rng(SEED)
+
+# %% [markdown]
+# ## 1. The layer: a bijection with a kink
+#
+# Why must $\alpha > 0$? With $\alpha = 0$ every negative $x_i$ lands on $0$: the map is not
+# invertible and the density there is infinite ($\log 0 = -\infty$). With $\alpha < 0$ negative
+# inputs land on the positive side, where positive inputs already are: two points share one
+# image and the map folds the space onto itself. With $\alpha > 0$ the map is strictly
+# increasing in each coordinate, and the sign of $y_i$ equals the sign of $x_i$, so the inverse
+# reads the branch off $y$: $x_i = y_i$ if $y_i \ge 0$, else $y_i / \alpha$.
+#
+# Why is the log-det a sum? Output $y_i$ depends on input $x_i$ only, so the Jacobian is
+# diagonal with entries $1$ or $\alpha$. The determinant of a diagonal matrix is the product of
+# its diagonal, and its log is the sum: $\log\alpha$ for every negative coordinate.
+#
+# In 2D: the first quadrant is untouched, the second and fourth are squeezed by $\alpha$ along
+# one axis (density $\times 1/\alpha$), and the third by $\alpha$ along both (density
+# $\times 1/\alpha^2$). The pushed-forward density therefore jumps at the axes.
+
+# %%
+layer = tinyflow.LeakyReLU(alpha=ALPHA)
+signs = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], dtype=float)   # quadrants I, II, III, IV
+x = np.repeat(signs, 3, axis=0) * rng.uniform(0.2, 2.0, (12, 2))    # 3 points per quadrant
+y, log_det = layer.forward({}, x)
+x_back, _ = layer.inverse({}, y)
+print(f"round trip: max |f^-1(f(x)) - x| = {np.max(np.abs(x_back - x)):.1e}")
+for name, row in zip(["I   (+, +)", "II  (-, +)", "III (-, -)", "IV  (+, -)"], range(0, 12, 3)):
+    print(f"log_det in quadrant {name}: {log_det[row]:+.6f}")
+print(f"(log alpha = {np.log(ALPHA):+.6f}, 2 log alpha = {2 * np.log(ALPHA):+.6f})")
+errors = tinyflow.check_layer(layer, {}, x)
+for name, error in errors.items():
+    print(f"check_layer, 4 quadrants: {name}: {error:.1e}")
+
+# %% [markdown]
+# Now push a standard normal through the layer. `flow.log_prob` gives the new density on a
+# grid; summed over the grid it should still integrate to 1 (up to the grid's resolution of the
+# jumps at the axes).
+
+# %%
+fold = tinyflow.Flow(tinyflow.StandardNormal(2), [layer])
+fold_params = fold.init(rng)
+z = fold.base.sample(fold_params["base"], rng, 2000)
+x = fold.forward(fold_params, z)[0]
+X, Y, points = grid((-5, 5), (-5, 5), 400)
+density = np.exp(fold.log_prob(fold_params, points))
+cell = (X[0, 1] - X[0, 0]) * (Y[1, 0] - Y[0, 0])
+print(f"pushed-forward density summed over the grid [-5, 5]^2: {density.sum() * cell:.4f}")
+just = 1e-9                                 # either side of the axis x2 = 0, at x1 = 1 and x1 = -1
+for x1 in (1.0, -1.0):
+    above, below = np.exp(fold.log_prob(fold_params, np.array([[x1, just], [x1, -just]])))
+    print(f"density just below / just above the x1-axis at x1 = {x1:+.0f}: {below / above:.4f} "
+          f"(1 / alpha = {1 / ALPHA:.4f})")
+
+quadrant = (z[:, 0] < 0) + 2 * (z[:, 1] < 0)        # 0: I, 1: II, 3: III, 2: IV
+colours = np.array(["C0", "C1", "C3", "C2"])[quadrant]
+fig, axes = plt.subplots(2, 2, figsize=(10.5, 9), gridspec_kw={"hspace": 0.3, "wspace": 0.35})
+axes = axes.ravel()
+axes[0].scatter(z[:, 0], z[:, 1], s=3, c=colours)
+axes[0].set_title("z ~ N(0, I), coloured by quadrant")
+axes[1].scatter(x[:, 0], x[:, 1], s=3, c=colours)
+axes[1].set_title(f"samples x = LeakyReLU(z), alpha = {ALPHA}")
+image = plot_density(axes[2], lambda p: fold.log_prob(fold_params, p), (-3, 3), (-3, 3), GRID,
+                     title="q(x) from flow.log_prob on a grid")
+image.set_norm(PowerNorm(0.5))                   # a compressed colour scale shows quadrant I too
+fig.colorbar(image, ax=axes[2], label="q(x)", shrink=0.8)
+for ax in axes[:3]:
+    ax.set_xlim(-3, 3)
+    ax.set_ylim(-3, 3)
+    ax.set_aspect("equal")
+    ax.set_xlabel("coordinate 1")
+    ax.set_ylabel("coordinate 2")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.axvline(0, color="k", lw=0.5)
+x2 = np.linspace(-3, 3, 601)
+for x1, colour in ((1.0, "C0"), (-1.0, "C1")):
+    slice_density = np.exp(fold.log_prob(fold_params, np.stack([np.full_like(x2, x1), x2], axis=1)))
+    axes[3].plot(x2, slice_density, colour, label=f"q(x1 = {x1:+.0f}, x2)")
+axes[3].axvline(0, color="k", lw=0.5)
+axes[3].set_xlabel("coordinate 2")
+axes[3].set_ylabel("density")
+axes[3].set_title("slices: the density jumps by 1/alpha at x2 = 0")
+axes[3].legend()
+savefig(fig, "ch02_leaky_relu_fold.png", args.figures_dir)
+
+# %% [markdown]
+# ## 2. Learning the slopes: fitting a target made by such a map
+#
+# With `LeakyReLU(learnable=True)` each coordinate learns its own slope, stored as
+# $\log\alpha_i$ so that every real parameter gives a valid $\alpha_i > 0$. We fit the stack
+# `[Affine, LeakyReLU]`, $x = \mathrm{LeakyReLU}(e^{s} z + t)$, to samples of a target built
+# from the same stack with known parameters. So the target's log-density is exact (the flow's
+# `log_prob` at the true parameters), and so is its entropy, the lowest NLL any model can reach:
+#
+# $$H(p) = H(\mathcal N(0, I_2)) + \mathbb E\left[\log|\det J|\right]
+#        = \log(2\pi e) + \sum_i s_i + \sum_i \log\alpha_i\, P(u_i < 0),\quad
+#        P(u_i < 0) = \Phi(-t_i e^{-s_i}).$$
+#
+# **A trap worth seeing.** Why not `[Affine, LeakyReLU, Affine]`? The last `Affine` would move
+# the kink around, and the density *jumps* at the kink. Autograd differentiates each sample's
+# $\log q(x)$, which is smooth in the parameters except for the jump, so it never sees the jump
+# move past the samples: its gradient misses a term (the density at the kink times the size of
+# the jump), and training drifts away from the truth. Below, both stacks sit exactly at the
+# target (KL = 0, a true minimum); autograd's gradient is zero for the two-layer stack but not
+# for the three-layer one. Without a trailing `Affine` the kink stays at $x_i = 0$ whatever the
+# parameters, and the gradient is exact.
+
+# %%
+class FlowTarget:
+    """A target made by a flow with known parameters: exact log_prob and an exact entropy."""
+
+    def __init__(self, flow, params, entropy):
+        self.flow, self.params, self.entropy, self.dim = flow, params, entropy, flow.dim
+
+    def sample(self, rng, n):
+        return self.flow.sample(self.params, rng, n)
+
+    def log_prob(self, x):
+        return self.flow.log_prob(self.params, x)
+
+
+def running_mean(values, window):
+    return np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def standard_normal_cdf(v):
+    return 0.5 * math.erfc(-v / math.sqrt(2))
+
+
+flow = tinyflow.Flow(tinyflow.StandardNormal(2), [tinyflow.Affine(), tinyflow.LeakyReLU(alpha=ALPHA, learnable=True)])
+s_true, t_true, alpha_true = np.log([1.2, 0.7]), np.array([0.6, -0.4]), np.array([0.25, 0.6])
+true_params = {"base": {}, "layers": [{"log_scale": s_true, "shift": t_true}, {"log_alpha": np.log(alpha_true)}]}
+p_negative = np.array([standard_normal_cdf(-t * np.exp(-s)) for s, t in zip(s_true, t_true)])
+entropy = np.log(2 * np.pi * np.e) + np.sum(s_true) + np.sum(np.log(alpha_true) * p_negative)
+target = FlowTarget(flow, true_params, entropy)
+check = -target.log_prob(target.sample(rng, NUM_HELD_OUT))
+print(f"target entropy: exact {entropy:.5f}; Monte-Carlo check {check.mean():.5f} "
+      f"+- {check.std() / np.sqrt(NUM_HELD_OUT):.5f} (n = {NUM_HELD_OUT})")
+
+def gradient_at(flow, params, x, pick, chunks=10):
+    """The autograd gradient of the forward-KL loss, as mean +- standard error over `chunks`
+    equal slices of x (the gradient of a mean is the mean of the slices' gradients)."""
+    slices = [pick(grad(tinyflow.forward_kl(flow))(params, part)) for part in np.split(x, chunks)]
+    return np.mean(slices, axis=0), np.std(slices, axis=0, ddof=1) / np.sqrt(chunks)
+
+
+x = target.sample(rng, NUM_HELD_OUT)
+mean, se = gradient_at(flow, true_params, x, lambda g: g["layers"][0]["shift"])
+print(f"autograd gradient at the truth, [Affine, LeakyReLU]: d loss / d shift = "
+      f"{np.round(mean, 4)} +- {np.round(se, 4)}")
+drifting = tinyflow.Flow(flow.base, flow.layers + [tinyflow.Affine()])
+at_truth = {"base": {}, "layers": true_params["layers"] + [{"log_scale": np.zeros(2), "shift": np.zeros(2)}]}
+mean, se = gradient_at(drifting, at_truth, x, lambda g: g["layers"][2]["shift"])
+print(f"autograd gradient at the truth, [Affine, LeakyReLU, Affine]: d loss / d last shift = "
+      f"{np.round(mean, 4)} +- {np.round(se, 4)} (the true gradient is 0)")
+
+# %%
+params, history = tinyflow.fit(tinyflow.forward_kl(flow), flow.init(rng), target.sample, rng,
+                               num_steps=NUM_STEPS, batch_size=BATCH_SIZE, step_size=LEARNING_RATE)
+report = tinyflow.held_out_report(flow, params, target, rng, NUM_HELD_OUT)
+print(tinyflow.format_report(report, "leaky ReLU target"))
+fitted = params["layers"]
+print(f"alpha: fitted {np.round(np.exp(fitted[1]['log_alpha']), 4)}, true {alpha_true}")
+print(f"scale: fitted {np.round(np.exp(fitted[0]['log_scale']), 4)}, true {np.exp(s_true)}")
+print(f"shift: fitted {np.round(fitted[0]['shift'], 4)}, true {t_true}")
+
+fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+limits = (-2, 4), (-3, 1.5)
+plot_density(axes[0], target.log_prob, *limits, GRID, title="target density (true parameters)")
+axes[0].scatter(*target.sample(rng, 300).T, s=2, c="w", alpha=0.6)
+plot_density(axes[1], lambda p: flow.log_prob(params, p), *limits, GRID,
+             title=f"learned density (KL {report['kl']:.4f} +- {report['kl_se']:.4f})")
+axes[1].scatter(*flow.sample(params, rng, 300).T, s=2, c="w", alpha=0.6)
+for ax in axes[:2]:
+    ax.collections[0].set_norm(PowerNorm(0.4))   # a compressed colour scale shows the faint jumps
+    ax.set_xlabel("x1")
+    ax.set_ylabel("x2")
+axes[2].plot(history["loss"], lw=0.5, alpha=0.5, label="training NLL (fresh batches)")
+axes[2].plot(np.arange(49, NUM_STEPS), running_mean(history["loss"], 50), "C1", label="running mean of 50 steps")
+axes[2].axhline(entropy, color="k", ls="--", label=f"entropy {entropy:.4f} (the floor)")
+axes[2].set_ylim(entropy - 0.2, entropy + 1.0)
+axes[2].set_xlabel("step")
+axes[2].set_ylabel("NLL (nats)")
+axes[2].set_title("loss curve")
+axes[2].legend()
+savefig(fig, "ch02_learned_vs_target.png", args.figures_dir)
+
+# %% [markdown]
+# ## 3. What elementwise layers cannot do: correlation
+#
+# Every layer so far acts on each coordinate separately, and the base $\mathcal N(0, I)$ has
+# independent coordinates, so the model's coordinates stay independent: $q(x) = q_1(x_1)\,q_2(x_2)$
+# whatever the parameters. Fit it to a correlated Gaussian (unit variances, correlation
+# $\rho$). The best any product $q$ can do in forward KL is the product of the target's
+# marginals, and its KL is the mutual information between the coordinates:
+#
+# $$\min_{q = q_1 q_2} \mathrm{KL}(p\,\|\,q) = I(x_1; x_2) = -\tfrac12\log(1 - \rho^2).$$
+#
+# No amount of training closes this gap; it takes a layer in which one coordinate depends on
+# another, which is what coupling layers (next chapters) add.
+
+# %%
+class CorrelatedGaussian:
+    """x ~ N(0, [[1, rho], [rho, 1]]); H = log(2 pi e) + 1/2 log(1 - rho^2)."""
+    dim = 2
+
+    def __init__(self, rho):
+        self.rho = rho
+        self.entropy = np.log(2 * np.pi * np.e) + 0.5 * np.log(1 - rho ** 2)
+
+    def sample(self, rng, n):
+        e = rng.standard_normal((n, 2))
+        return np.stack([e[:, 0], self.rho * e[:, 0] + np.sqrt(1 - self.rho ** 2) * e[:, 1]], axis=1)
+
+    def log_prob(self, x):
+        r = 1 - self.rho ** 2
+        quadratic = (x[:, 0] ** 2 - 2 * self.rho * x[:, 0] * x[:, 1] + x[:, 1] ** 2) / r
+        return -0.5 * quadratic - np.log(2 * np.pi) - 0.5 * np.log(r)
+
+
+correlated = CorrelatedGaussian(rho=0.8)
+floor = -0.5 * np.log(1 - correlated.rho ** 2)
+stuck, stuck_history = tinyflow.fit(tinyflow.forward_kl(flow), flow.init(rng), correlated.sample, rng,
+                                    num_steps=NUM_STEPS, batch_size=BATCH_SIZE, step_size=LEARNING_RATE)
+report = tinyflow.held_out_report(flow, stuck, correlated, rng, NUM_HELD_OUT)
+print(tinyflow.format_report(report, "correlated Gaussian, rho = 0.8"))
+print(f"KL {report['kl']:.5f} +- {report['kl_se']:.5f} vs the exact minimum for any factorised model "
+      f"-1/2 log(1 - rho^2) = {floor:.5f}: excess {report['kl'] - floor:.5f}")
+
+fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+limits = (-3.5, 3.5), (-3.5, 3.5)
+plot_density(axes[0], correlated.log_prob, *limits, GRID, title="target: correlation 0.8")
+axes[0].scatter(*correlated.sample(rng, 300).T, s=2, c="w", alpha=0.6)
+plot_density(axes[1], lambda p: flow.log_prob(stuck, p), *limits, GRID,
+             title=f"best elementwise fit: KL {report['kl']:.3f} (floor {floor:.3f})")
+axes[1].scatter(*flow.sample(stuck, rng, 300).T, s=2, c="w", alpha=0.6)
+for ax in axes[:2]:
+    ax.set_aspect("equal")
+    ax.set_xlabel("x1")
+    ax.set_ylabel("x2")
+axes[2].plot(stuck_history["loss"] - correlated.entropy, lw=0.5, alpha=0.5, label="training NLL - entropy")
+axes[2].plot(np.arange(49, NUM_STEPS), running_mean(stuck_history["loss"], 50) - correlated.entropy, "C1",
+             label="running mean of 50 steps")
+axes[2].axhline(floor, color="k", ls="--", label=f"-1/2 log(1 - rho^2) = {floor:.4f}")
+axes[2].set_ylim(0, 1.5)
+axes[2].set_xlabel("step")
+axes[2].set_ylabel("nats")
+axes[2].set_title("the loss stalls at the mutual information")
+axes[2].legend()
+savefig(fig, "ch02_correlated_failure.png", args.figures_dir)
+
+# %% [markdown]
+# ## Summary
+#
+# - `LeakyReLU` with slope $\alpha > 0$ is a strictly increasing, piecewise-linear bijection;
+#   its inverse reads the branch off the sign of $y$, and its log-det is $\log\alpha$ times the
+#   number of negative coordinates, because its Jacobian is diagonal.
+# - Pushed through it, a smooth density becomes one that jumps at the axes, by $1/\alpha$ per
+#   negative coordinate; `check_layer` confirms the log-det in all four quadrants.
+# - `[Affine, LeakyReLU(learnable=True)]` recovers the slopes, scales and shifts of a target made
+#   the same way, to a KL within noise of zero. Against a target whose density jumps, autograd's
+#   gradient is exact only if the jump cannot move; a trailing `Affine` moves it, and the
+#   gradient is then wrong even at the optimum.
+# - Elementwise layers keep coordinates independent, so on a correlated Gaussian the KL stalls
+#   at the mutual information $-\frac12\log(1-\rho^2)$: we need layers that mix coordinates.
+#
+# ## Exercises
+#
+# 1. Show that the inverse's log-det at $y = f(x)$ is minus the forward one, and check it with
+#    `layer.inverse`.
+# 2. Push $\mathcal N(0, I)$ through two `LeakyReLU` layers with slopes $0.5$ and $0.2$. What
+#    single layer is this? Confirm with `flow.log_prob`.
+# 3. Fit `[Affine, LeakyReLU, Affine]` to the target of section 2 and print the KL and where the
+#    fitted kink ends up. How far does it drift from the truth, and why?
+# 4. Repeat section 3 with $\rho = 0.3$ and $\rho = 0.95$ and compare each KL with
+#    $-\frac12\log(1-\rho^2)$.
+# 5. Why does a single `LULinear` layer (a chapter ahead) remove the correlation gap for a
+#    Gaussian target, though it is also linear?

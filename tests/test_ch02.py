@@ -1,0 +1,90 @@
+"""Chapter 2 in --quick mode: the leaky ReLU's log-det checks out in all four quadrants, the
+learned stack approaches its target, the elementwise fit is stuck near the mutual information,
+and every figure is written."""
+import math
+import re
+
+import pytest
+
+from chapter_runner import run_chapter
+
+FIGURES = ["ch02_leaky_relu_fold.png", "ch02_learned_vs_target.png", "ch02_correlated_failure.png"]
+REPORT = (r"{}: NLL ([\d.-]+), entropy ([\d.-]+), gap ([\d.-]+), "
+          r"KL = mean\(log p - log q\) = ([\d.-]+) \+- ([\d.]+) \(n = (\d+)\)")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("ch02")
+    return run_chapter("ch02_leaky_relu.py", tmp_path), tmp_path
+
+
+def report(label, text):
+    match = re.search(REPORT.format(re.escape(label)), text)
+    assert match, f"no report line for {label!r} in:\n{text}"
+    nll, entropy, gap, kl, kl_se, n = match.groups()
+    return {"nll": float(nll), "entropy": float(entropy), "gap": float(gap), "kl": float(kl),
+            "kl_se": float(kl_se), "n": int(n)}
+
+
+def test_round_trip_is_exact(run):
+    assert float(re.search(r"max \|f\^-1\(f\(x\)\) - x\| = (\S+)", run[0]).group(1)) < 1e-12
+
+
+def test_log_det_per_quadrant_is_log_alpha_per_negative_coordinate(run):
+    log_alpha = math.log(0.5)
+    expected = {"I   (+, +)": 0.0, "II  (-, +)": log_alpha, "III (-, -)": 2 * log_alpha, "IV  (+, -)": log_alpha}
+    for quadrant, value in expected.items():
+        match = re.search(rf"log_det in quadrant {re.escape(quadrant)}: ([+-][\d.]+)", run[0])
+        assert match and abs(float(match.group(1)) - value) < 1e-6
+
+
+def test_check_layer_passes_in_all_four_quadrants(run):
+    errors = re.findall(r"check_layer, 4 quadrants: [^:]+: (\S+)", run[0])
+    assert len(errors) == 5 and all(float(error) < 1e-6 for error in errors)
+
+
+def test_density_jumps_by_one_over_alpha_at_the_axis(run):
+    ratios = re.findall(r"density just below / just above the x1-axis at x1 = [+-]1: ([\d.]+)", run[0])
+    assert len(ratios) == 2 and all(abs(float(ratio) - 2.0) < 1e-6 for ratio in ratios)
+
+
+def test_pushed_forward_density_integrates_to_one(run):
+    total = float(re.search(r"summed over the grid \[-5, 5\]\^2: ([\d.]+)", run[0]).group(1))
+    assert abs(total - 1) < 0.01
+
+
+def test_exact_entropy_agrees_with_its_monte_carlo_check(run):
+    match = re.search(r"target entropy: exact ([\d.]+); Monte-Carlo check ([\d.]+) \+- ([\d.]+)", run[0])
+    exact, estimate, se = map(float, match.groups())
+    assert abs(exact - estimate) < 5 * se
+
+
+def test_autograd_misses_the_moving_kink_only_with_a_trailing_affine(run):
+    pattern = r"autograd gradient at the truth, \[{}\]: d loss / d (?:last )?shift = \[([^\]]+)\] \+- \[([^\]]+)\]"
+    for layers, moved in (("Affine, LeakyReLU", False), ("Affine, LeakyReLU, Affine", True)):
+        match = re.search(pattern.format(re.escape(layers)), run[0])
+        mean, se = ([abs(float(v)) for v in group.split()] for group in match.groups())
+        z_scores = [m / s for m, s in zip(mean, se)]
+        assert (max(z_scores) > 8) if moved else (max(z_scores) < 5)
+
+
+def test_learned_stack_reports_nll_entropy_gap_and_kl(run):
+    numbers = report("leaky ReLU target", run[0])
+    assert abs(numbers["gap"] - (numbers["nll"] - numbers["entropy"])) < 2e-5
+    assert numbers["kl"] < 0.1          # quick mode; the full run reaches about 0.0015
+
+
+def test_elementwise_fit_cannot_beat_the_mutual_information(run):
+    numbers = report("correlated Gaussian, rho = 0.8", run[0])
+    floor = -0.5 * math.log(1 - 0.8 ** 2)
+    assert numbers["kl"] > floor - 5 * numbers["kl_se"]
+    assert numbers["kl"] < floor + 0.2
+    assert re.search(r"-1/2 log\(1 - rho\^2\) = 0\.51083: excess", run[0])
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_figure_is_written(run, name):
+    stdout, tmp_path = run
+    assert (tmp_path / "figures" / name).stat().st_size > 10_000
+    assert f"wrote {tmp_path / 'figures' / name}" in stdout
