@@ -1,0 +1,75 @@
+"""Chapter 5 in --quick mode: the entropy derivation checks out, the untrained flow is the
+identity, training lowers the held-out KL, the reports are consistent, and every figure is written."""
+import re
+
+import pytest
+
+from chapter_runner import run_chapter
+
+FIGURES = ["ch05_target.png", "ch05_loss.png", "ch05_training.png", "ch05_density.png",
+           "ch05_marginals.png"]
+NUMBER = r"(-?[\d.]+(?:e[-+]\d+)?)"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("ch05")
+    return run_chapter("ch05_coupling_lu.py", tmp_path), tmp_path
+
+
+def test_entropy_formula_matches_library_and_quadrature(run):
+    stdout, _ = run
+    match = re.search(rf"E\[log a\]: trapezoid {NUMBER}, formula 2 log 2 - 1 = {NUMBER}", stdout)
+    assert match and abs(float(match.group(1)) - float(match.group(2))) < 1e-6
+    assert re.search(r"entropy: formula 1\.61209, library 1\.61209, Monte Carlo", stdout)
+
+
+def test_monte_carlo_entropy_agrees_within_four_standard_errors(run):
+    stdout, _ = run
+    match = re.search(rf"Monte Carlo -mean log p = {NUMBER} \+- {NUMBER}", stdout)
+    assert match and abs(float(match.group(1)) - 1.61209) < 4 * float(match.group(2))
+
+
+def test_marginal_of_b_by_trapezoid_integrates_to_about_one(run):
+    stdout, _ = run
+    match = re.search(rf"integral of p\(b\) over b in .*?: {NUMBER}", stdout)
+    assert match and abs(float(match.group(1)) - 1) < 1e-3
+
+
+def test_untrained_flow_is_the_identity(run):
+    stdout, _ = run
+    match = re.search(rf"untrained flow: max \|f\(z\) - z\| = {NUMBER}, max \|log det\| = {NUMBER}", stdout)
+    assert match and float(match.group(1)) < 1e-12 and float(match.group(2)) < 1e-12
+
+
+def test_skipped_steps_are_reported(run):
+    stdout, _ = run
+    assert re.search(r"trained \d+ steps in .* s \(\d+ ms/step\); skipped \d+ steps", stdout)
+
+
+def test_reports_print_nll_beside_entropy_and_gap_is_their_difference(run):
+    stdout, _ = run
+    reports = re.findall(rf"after \d+ steps: NLL {NUMBER}, entropy {NUMBER}, gap {NUMBER}, "
+                         rf"KL = mean\(log p - log q\) = {NUMBER} \+- {NUMBER}", stdout)
+    assert len(reports) == 2
+    for nll, entropy, gap, kl, se in (map(float, r) for r in reports):
+        assert entropy == 1.61209 and abs(nll - entropy - gap) < 2e-5 and se > 0
+
+
+def test_training_lowers_the_held_out_kl(run):
+    stdout, _ = run
+    kl = [float(k) for k in re.findall(rf"checkpoint step +\d+: paired KL on \d+ held-out points {NUMBER}", stdout)]
+    assert len(kl) >= 3 and kl[-1] < kl[0]
+
+
+def test_leaked_mass_and_sampled_fraction_are_printed(run):
+    stdout, _ = run
+    assert re.search(rf"mass outside a in \[1, 2\] \(or the window\) {NUMBER}", stdout)
+    assert re.search(rf"flow samples with a outside \[1, 2\]: {NUMBER} \(\+- {NUMBER}\)", stdout)
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_figure_is_written(run, name):
+    _, tmp_path = run
+    path = tmp_path / "figures" / name
+    assert path.is_file() and path.stat().st_size > 10_000
