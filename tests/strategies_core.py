@@ -1,0 +1,88 @@
+"""Shared test material: every layer the library ships, and Hypothesis strategies that draw
+parameters as well as inputs.
+
+Parameters are pushed away from their initial values: a coupling or autoregressive layer starts
+as the identity (zero last layer) and an LU layer starts as a permutation, so at init log_det = 0
+and a log-det with the wrong sign, or a missing term, would pass unnoticed. We draw a seed, init,
+then set theta = theta_0 + scale * N(0, I) with scale in [0.3, 1.5] on the flattened pytree.
+
+Inputs are kept moderate, |x| <= 3: the layers are smooth, but the central-difference error grows
+like h^2 |f'''| + eps |f| / h, and Exp overflows for large x; |x| <= 3 keeps every checked error
+budget meaningful without hiding anything (the tanh-bounded log-scales reach their bounds anyway).
+Every coordinate is kept at least 0.01 away from 0, so a central difference with h = 1e-5 never
+straddles the leaky ReLU's kink, and rows 0 and 1 are forced positive and negative, so every
+coordinate of a piecewise layer sees both branches.
+"""
+import numpy as np
+from autograd.misc import flatten
+from hypothesis import strategies as st
+
+import tinyflow as tf
+
+HIDDEN = (8,)          # small conditioners: the properties do not depend on width, the runtime does
+
+# name -> (factory, dim). Factories build a fresh layer, so no test sees another's cached state.
+LAYERS = {
+    "Affine": (lambda: tf.Affine(), 3),
+    "Exp": (lambda: tf.Exp(), 2),
+    "LeakyReLU-fixed": (lambda: tf.LeakyReLU(0.2), 3),
+    "LeakyReLU-learnable": (lambda: tf.LeakyReLU(0.2, learnable=True), 3),
+    "Coupling-[1,0]": (lambda: tf.AffineCoupling([1, 0], hidden=HIDDEN), 2),
+    "Coupling-[0,1]": (lambda: tf.AffineCoupling([0, 1], hidden=HIDDEN), 2),
+    "Coupling-keep1-change3": (lambda: tf.AffineCoupling([1, 0, 0, 0], hidden=HIDDEN), 4),
+    "Coupling-keep3-change1": (lambda: tf.AffineCoupling([1, 1, 0, 1], hidden=HIDDEN), 4),
+    "Coupling-[0,1,0,1,1]": (lambda: tf.AffineCoupling([0, 1, 0, 1, 1], hidden=HIDDEN), 5),
+    "IAF-D1": (lambda: tf.AffineAutoregressive(hidden=HIDDEN), 1),
+    "IAF-D2": (lambda: tf.AffineAutoregressive(hidden=HIDDEN), 2),
+    "IAF-D3": (lambda: tf.AffineAutoregressive(hidden=HIDDEN), 3),
+    "IAF-D5": (lambda: tf.AffineAutoregressive(hidden=HIDDEN), 5),
+    "MAF-D2": (lambda: tf.Invert(tf.AffineAutoregressive(hidden=HIDDEN)), 2),
+    "MAF-D3": (lambda: tf.Invert(tf.AffineAutoregressive(hidden=HIDDEN)), 3),
+    "Invert-Coupling": (lambda: tf.Invert(tf.AffineCoupling([1, 0, 1], hidden=HIDDEN)), 3),
+    "Reverse": (lambda: tf.Reverse(), 3),
+    "Permute": (lambda: tf.Permute([2, 0, 3, 1]), 4),
+    "LULinear": (lambda: tf.LULinear(), 3),
+    "LULinear-order": (lambda: tf.LULinear(order=[2, 0, 1]), 3),
+}
+LAYER_NAMES = sorted(LAYERS)
+
+
+def perturbed_params(layer, dim, seed, scale):
+    """init(rng, dim), then every parameter moved by scale * N(0, 1) (a fresh stream of the seed)."""
+    rng = np.random.default_rng(seed)
+    params = layer.init(rng, dim)
+    if params == {}:                    # parameterless (flatten would warn about an empty tree)
+        return params
+    theta, unflatten = flatten(params)
+    return unflatten(theta + scale * rng.standard_normal(theta.shape))
+
+
+def two_branch(u):
+    """|u_ij| >= 0.01, row 0 positive and row 1 negative: both branches in every column."""
+    u = np.where(u < 0, np.minimum(u, -0.01), np.maximum(u, 0.01))
+    u[0], u[1] = np.abs(u[0]), -np.abs(u[1])
+    return u
+
+
+def points(dim, max_rows=4):
+    """(N, dim) float64 inputs, N in [2, max_rows], |x| <= 3, both signs in every column.
+    Hypothesis draws N and a seed for the coordinates rather than each float: element-wise float
+    draws cost most of the suite's runtime, and every coordinate is moderate by design anyway."""
+    def build(n, seed):
+        return two_branch(np.random.default_rng(seed).uniform(-3, 3, (n, dim)))
+    return st.builds(build, st.integers(2, max_rows), st.integers(0, 2 ** 32 - 1))
+
+
+@st.composite
+def layer_draw(draw, name):
+    """(layer, params, x, y): a layer with drawn, perturbed parameters; x in its input space and
+    y in its output space (Exp only reaches y > 0, so its y is exp of a drawn point)."""
+    factory, dim = LAYERS[name]
+    layer = factory()
+    seed = draw(st.integers(0, 2 ** 32 - 1))
+    scale = draw(st.floats(0.3, 1.5))
+    params = perturbed_params(layer, dim, seed, scale)
+    x, y = draw(points(dim)), draw(points(dim))
+    if name == "Exp":
+        y = np.exp(y)
+    return layer, params, x, y
