@@ -1,0 +1,192 @@
+"""How long tinyflow takes: training steps, log_prob and sample, and how they grow.
+
+    python -m tinyflow.benchmark [--quick] [--repeats R] [--json PATH]
+
+Every time is the median, in ms, of `repeats` timed runs (time.perf_counter) after `warmup`
+untimed ones (the first calls fill caches and import lazily). Three tables:
+
+    training step   loss, gradient, AdamW update (fit's path) for the tutorial models
+    scaling         log_prob and sample of 4-layer coupling, IAF and MAF stacks, against D and N
+    peak memory     of one training step, by tracemalloc
+
+Memory is measured with tracemalloc because numpy registers every array buffer with it: the
+peak is the bytes alive at the worst moment of the step (the autograd tape included), and it
+can be reset before each measurement. The process's maxrss only ever grows, so its delta misses
+any step that fits into memory an earlier step already touched.
+"""
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import time
+import tracemalloc
+
+import numpy as onp
+from autograd import value_and_grad
+from autograd.misc import flatten
+
+from .autoregressive import AffineAutoregressive
+from .coupling import AffineCoupling, alternating_masks
+from .distributions import StandardNormal
+from .flow import Flow
+from .invert import Invert
+from .permutation import LULinear, Reverse
+from .targets import Banana, ShiftedGaussian, UniformConditionalGaussian
+from .train import adam_update, forward_kl
+
+
+def timings(run, repeats, warmup):
+    """Wall time of run() in ms after `warmup` untimed calls: {"ms": median, "min_ms": fastest,
+    "cpu_ms": median CPU time of this process}. On a shared machine the wall median includes
+    waiting for other processes; the minimum and the CPU time show the cost without them."""
+    for _ in range(warmup):
+        run()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        run()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return {"ms": 1e3 * statistics.median(wall), "min_ms": 1e3 * min(wall), "cpu_ms": 1e3 * statistics.median(cpu)}
+
+
+def training_step(flow, sample_data, batch_size, seed=0):
+    """One step of fit, as a function: a fresh batch, loss and gradient, finiteness check, AdamW."""
+    rng = onp.random.default_rng(seed)
+    loss_and_grad = value_and_grad(forward_kl(flow))
+    theta, unflatten = flatten(flow.init(rng))
+    state = {"theta": theta, "m": onp.zeros_like(theta), "v": onp.zeros_like(theta), "t": 0}
+
+    def step():
+        value, g = loss_and_grad(unflatten(state["theta"]), sample_data(rng, batch_size))
+        g = flatten(g)[0]
+        if onp.isfinite(value) and onp.all(onp.isfinite(g)):
+            state["t"] += 1
+            state["theta"], state["m"], state["v"] = adam_update(
+                state["theta"], g, state["m"], state["v"], state["t"], 1e-3)
+    return step
+
+
+def tutorial_models(quick):
+    """(name, flow, target, batch size): the models of the three seed tutorials."""
+    blocks, scale = (2, 16) if quick else (16, 1)
+    coupling_lu = [layer for mask in alternating_masks(2, blocks)
+                   for layer in (AffineCoupling(mask, hidden=(64, 64)), LULinear())]
+    real_nvp = [AffineCoupling(mask, hidden=(128, 128)) for mask in alternating_masks(2, blocks // 2)]
+    return [
+        ("IAF (64,), ShiftedGaussian", Flow(StandardNormal(2), [AffineAutoregressive(hidden=(64,))]),
+         ShiftedGaussian(), 1000 // scale),
+        (f"{blocks} x [coupling (64,64) + LU], UCG", Flow(StandardNormal(2), coupling_lu),
+         UniformConditionalGaussian(), 512 // scale),
+        (f"RealNVP {blocks // 2} x coupling (128,128), Banana", Flow(StandardNormal(2), real_nvp),
+         Banana(), 1024 // scale),
+    ]
+
+
+def stack(kind, dim, num_layers=4):
+    """A 4-layer flow of one layer kind (library default widths), Reverse between autoregressive layers."""
+    if kind == "coupling":
+        return Flow(StandardNormal(dim), [AffineCoupling(mask) for mask in alternating_masks(dim, num_layers)])
+    make = AffineAutoregressive if kind == "IAF" else (lambda: Invert(AffineAutoregressive()))
+    layers = []
+    for _ in range(num_layers):
+        layers += [make(), Reverse()]
+    return Flow(StandardNormal(dim), layers[:-1])
+
+
+def scaling(dims, batches, repeats, warmup):
+    """log_prob and sample times of each stack: against D at the first batch size, against N at D = 8."""
+    rows = []
+    cases = [(d, batches[0]) for d in dims] + [(min(8, dims[-1]), n) for n in batches]
+    for kind in ("coupling", "IAF", "MAF"):
+        for dim, n in dict.fromkeys(cases):             # keeps order, drops the shared case
+            rng = onp.random.default_rng(0)
+            flow = stack(kind, dim)
+            params = flow.init(rng)
+            x = rng.standard_normal((n, dim))
+            for op, run in (("log_prob", lambda: flow.log_prob(params, x)),
+                            ("sample", lambda: flow.sample(params, rng, n))):
+                rows.append({"stack": kind, "op": op, "dim": dim, "batch": n, **timings(run, repeats, warmup)})
+    return rows
+
+
+def peak_memory_mib(step):
+    step()                                              # warm up outside the measurement
+    tracemalloc.start()
+    step()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak / 2 ** 20
+
+
+def machine():
+    model = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    try:
+        blas = onp.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas = f"{blas['name']} {blas.get('version', '')}".strip()
+    except (TypeError, KeyError):                       # older numpy: no mode="dicts"
+        blas = "unknown"
+    threads = {name: os.environ[name] for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE")
+               if name in os.environ}
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": onp.__version__, "autograd": importlib.metadata.version("autograd"), "blas": blas,
+            "blas_environment": threads,          # BLAS threads matter for small matrices on a busy machine
+            "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+
+def run(quick=False, repeats=None):
+    repeats = repeats or (2 if quick else 30)
+    warmup = 1 if quick else 5
+    results = {"machine": machine(), "quick": quick, "repeats": repeats, "warmup": warmup,
+               "training_step": [], "scaling": [], "peak_memory": []}
+    for name, flow, target, batch in tutorial_models(quick):
+        step = training_step(flow, target.sample, batch)
+        results["training_step"].append({"model": name, "batch": batch, **timings(step, repeats, warmup)})
+        results["peak_memory"].append({"model": name, "batch": batch, "MiB": peak_memory_mib(step)})
+    dims, batches = ((2, 4), (32, 64)) if quick else ((2, 8, 32, 64), (256, 1024, 4096, 16384))
+    results["scaling"] = scaling(dims, batches, max(1, repeats // 6), warmup=1)
+    return results
+
+
+def print_tables(results):
+    m = results["machine"]
+    print(f"{m['cpu']}, {m['cores']} cores; Python {m['python']}, numpy {m['numpy']}, "
+          f"autograd {m['autograd']}, BLAS {m['blas']} {m['blas_environment'] or ''}")
+    print(f"load average at start (other processes competing for the cores): {m['load_average_1min']}")
+    print(f"ms: median wall time of {results['repeats']} runs after {results['warmup']} warm-up runs; "
+          f"min ms: the fastest run; CPU ms: median CPU time of this process\n")
+    columns = f"{'ms':>9s} {'min ms':>9s} {'CPU ms':>9s}"
+    print(f"{'training step (loss + gradient + AdamW)':46s} {'batch':>6s} {columns} {'peak MiB':>9s}")
+    for row, mem in zip(results["training_step"], results["peak_memory"]):
+        print(f"{row['model']:46s} {row['batch']:6d} {_times(row)} {mem['MiB']:9.1f}")
+    print(f"\n{'4-layer stack':13s} {'op':9s} {'D':>4s} {'batch':>6s} {columns}")
+    for row in results["scaling"]:
+        print(f"{row['stack']:13s} {row['op']:9s} {row['dim']:4d} {row['batch']:6d} {_times(row)}")
+
+
+def _times(row):
+    return f"{row['ms']:9.2f} {row['min_ms']:9.2f} {row['cpu_ms']:9.2f}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny models and batches, 2 repeats")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per number")
+    parser.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
+    args = parser.parse_args(argv)
+    results = run(args.quick, args.repeats)
+    print_tables(results)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"\nwrote {args.json}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
