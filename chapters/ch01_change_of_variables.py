@@ -215,8 +215,7 @@ savefig(fig, "ch01_affine_fit.png", args.figures_dir)
 #    and compare it with a histogram. Why does it blow up at $0$?
 # 2. The map $y = -2x$ is decreasing. Show that the formula needs $|f'(x)|$ and not $f'(x)$.
 #    What sign does `Affine` give its scale, and why can it never be negative?
-# 3. Fit `Flow(StandardNormal(1), [Exp()])` followed by an `Affine` to samples of a log-normal
-#    with $\mu = 1, \sigma = 0.5$, i.e. layers `[Affine(), Exp()]`. What are the fitted
-#    parameters, and what closed form should they match?
+# 3. Fit `Flow(StandardNormal(1), [Affine(), Exp()])` (an affine map, then exp) to samples of
+#    $e^{W}$ with $W \sim N(1, 0.5^2)$. What closed form should the fitted shift and scale match?
 # 4. Re-run section 3 with `BATCH_SIZE = 100`. Does the fit still land within 1e-4 of the
 #    closed form? Explain what the minibatch noise does near the optimum.

@@ -68,6 +68,10 @@ print(f"(log alpha = {np.log(ALPHA):+.6f}, 2 log alpha = {2 * np.log(ALPHA):+.6f
 errors = tinyflow.check_layer(layer, {}, x)
 for name, error in errors.items():
     print(f"check_layer, 4 quadrants: {name}: {error:.1e}")
+# the learnable layer, with a different slope per coordinate (away from its initial value)
+learnable = tinyflow.LeakyReLU(learnable=True)
+errors = tinyflow.check_layer(learnable, {"log_alpha": np.log([0.25, 3.0])}, x)
+print(f"check_layer, learnable slopes (0.25, 3.0), 4 quadrants: worst error {max(errors.values()):.1e}")
 
 # %% [markdown]
 # Now push a standard normal through the layer. `flow.log_prob` gives the new density on a
@@ -77,7 +81,7 @@ for name, error in errors.items():
 # %%
 fold = tinyflow.Flow(tinyflow.StandardNormal(2), [layer])
 fold_params = fold.init(rng)
-z = fold.base.sample(fold_params["base"], rng, 2000)
+z = fold.base.sample(fold_params["base"], rng, 500 if args.quick else 2000)
 x = fold.forward(fold_params, z)[0]
 X, Y, points = grid((-5, 5), (-5, 5), 400)
 density = np.exp(fold.log_prob(fold_params, points))
@@ -311,5 +315,5 @@ savefig(fig, "ch02_correlated_failure.png", args.figures_dir)
 #    fitted kink ends up. How far does it drift from the truth, and why?
 # 4. Repeat section 3 with $\rho = 0.3$ and $\rho = 0.95$ and compare each KL with
 #    $-\frac12\log(1-\rho^2)$.
-# 5. Why does a single `LULinear` layer (a chapter ahead) remove the correlation gap for a
+# 5. Why does a single `LULinear` layer (a later chapter) remove the correlation gap for a
 #    Gaussian target, though it is also linear?

@@ -44,6 +44,11 @@ def test_check_layer_passes_in_all_four_quadrants(run):
     assert len(errors) == 5 and all(float(error) < 1e-6 for error in errors)
 
 
+def test_check_layer_passes_with_learnable_slopes(run):
+    worst = re.search(r"check_layer, learnable slopes \(0.25, 3.0\), 4 quadrants: worst error (\S+)", run[0])
+    assert worst and float(worst.group(1)) < 1e-6
+
+
 def test_density_jumps_by_one_over_alpha_at_the_axis(run):
     ratios = re.findall(r"density just below / just above the x1-axis at x1 = [+-]1: ([\d.]+)", run[0])
     assert len(ratios) == 2 and all(abs(float(ratio) - 2.0) < 1e-6 for ratio in ratios)
