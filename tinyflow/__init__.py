@@ -23,6 +23,7 @@ from .check import autograd_jacobian, check_layer, numerical_jacobian
 from .coupling import AffineCoupling, alternating_masks
 from .distributions import DiagNormal, StandardNormal
 from .elementwise import Affine, Exp
+from .energies import Energy, GaussianMixture, format_reverse_report, grid_entropy, grid_log_Z, reverse_report
 from .evaluate import format_report, held_out_report
 from .flow import Flow
 from .invert import Invert
@@ -38,4 +39,5 @@ __all__ = [
     "UniformConditionalGaussian", "adam", "adamw", "alternating_masks", "autograd_jacobian",
     "check_layer", "fit", "format_report", "forward_kl", "gaussian_noise", "held_out_report",
     "load_params", "numerical_jacobian", "reverse_kl", "save_params",
+    "Energy", "GaussianMixture", "format_reverse_report", "grid_entropy", "grid_log_Z", "reverse_report",
 ]

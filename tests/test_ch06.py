@@ -1,0 +1,85 @@
+"""Chapter 6 in --quick mode: it prints log Z with its convergence checks, the exact KL and the
+ESS per energy and flow, the final loss next to -log Z, the mode shares, and writes its figures."""
+import re
+
+import pytest
+
+from chapter_runner import run_chapter
+
+FIGURES = ["ch06_energies.png", "ch06_modes.png"]
+NAMES = ["U1", "U2", "U3", "U4"]
+FLOAT = r"(-?[\d.]+(?:e[+-]?\d+)?)"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("ch06")
+    return run_chapter("ch06_reverse_kl.py", tmp_path), tmp_path
+
+
+def log_Z_line(name, text):
+    pattern = (rf"log Z\({name}\) = {FLOAT}: halving the spacing changes it by {FLOAT}, "
+               rf"a box of \[-12, 12\]\^2 by {FLOAT}")
+    match = re.search(pattern, text)
+    assert match, f"no log Z line for {name} in:\n{text}"
+    return [float(g) for g in match.groups()]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_log_Z_is_printed_to_eight_digits_and_converged(name, run):
+    value, finer, wider = log_Z_line(name, run[0])
+    assert re.search(rf"log Z\({name}\) = -?\d+\.\d{{8}}:", run[0])
+    assert finer < 1e-8 and wider < 1e-8
+
+
+@pytest.mark.parametrize("name", ["U2", "U3", "U4"])
+def test_log_Z_agrees_with_the_closed_form(name, run):
+    match = re.search(rf"log Z\({name}\) = .*closed form {FLOAT} \(differs by {FLOAT}\)", run[0])
+    assert match and float(match.group(2)) < 1e-8
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("kind", ["IAF", "coupling"])
+def test_exact_kl_and_ess_are_printed_per_energy_and_flow(name, kind, run):
+    pattern = (rf"{name} {kind}: loss {FLOAT} \(floor -log Z = {FLOAT}\), KL\(q\|\|p\) = {FLOAT} "
+               rf"\+- {FLOAT}, ESS = {FLOAT}%")
+    match = re.search(pattern, run[0])
+    assert match, f"no reverse-KL report for {name} {kind}"
+    loss, floor, kl, se, ess = (float(g) for g in match.groups())
+    assert abs(kl - (loss - floor)) < 2e-4                # KL = loss + log Z, as printed
+    assert kl > -5 * se                                   # a KL is never negative beyond its noise
+    assert 0 < ess <= 100
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_final_training_loss_is_printed_next_to_minus_log_Z(name, run):
+    assert re.search(rf"{name} IAF\s+final training loss {FLOAT} .* next to -log Z = -[\d.]+", run[0])
+
+
+@pytest.mark.parametrize("kind", ["forward KL", "reverse KL"])
+def test_mode_shares_of_each_fit_sum_to_one(kind, run):
+    match = re.search(rf"{kind} fit: share of q's samples nearest each mode \[([^\]]+)\], "
+                      rf"farther than 3 sigma from every mode {FLOAT}", run[0])
+    assert match, f"no mode shares for the {kind} fit"
+    shares = [float(v) for v in match.group(1).split(",")]
+    assert len(shares) == 4 and abs(sum(shares) - 1) < 0.01
+    assert 0 <= float(match.group(2)) <= 1
+
+
+def test_both_divergences_are_printed_for_both_mixture_fits(run):
+    assert len(re.findall(r"KL\(p\|\|q\) on samples of p: NLL", run[0])) == 2
+    assert len(re.findall(r"KL\(q\|\|p\) on samples of q: loss", run[0])) == 2
+
+
+def test_target_mode_shares_are_equal(run):
+    match = re.search(r"target: share nearest each mode \[([^\]]+)\], farther than 3 sigma " + FLOAT, run[0])
+    shares = [float(v) for v in match.group(1).split(",")]
+    assert all(abs(s - 0.25) < 0.05 for s in shares)      # 5,000 samples in quick mode: SE 0.006
+    assert abs(float(match.group(2)) - 0.011) < 0.01
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_figure_is_written(run, name):
+    stdout, tmp_path = run
+    assert (tmp_path / "figures" / name).stat().st_size > 10_000
+    assert f"wrote {tmp_path / 'figures' / name}" in stdout

@@ -1,0 +1,150 @@
+"""Targets known only up to a constant, for reverse-KL training: the four 2D test energies of
+Rezende & Mohamed (2015, "Variational inference with normalizing flows", Table 1), a Gaussian
+mixture, log Z by quadrature, and the numbers reverse KL can be judged by.
+
+The paper's energies, exactly as in its Table 1 (target density p(z) = exp(-U(z)) / Z):
+
+    U1(z) = 1/2 ((||z|| - 2) / 0.4)^2 - ln( exp(-1/2 ((z1 - 2) / 0.6)^2) + exp(-1/2 ((z1 + 2) / 0.6)^2) )
+    U2(z) = 1/2 ((z2 - w1(z)) / 0.4)^2
+    U3(z) = -ln( exp(-1/2 ((z2 - w1(z)) / 0.35)^2) + exp(-1/2 ((z2 - w1(z) + w2(z)) / 0.35)^2) )
+    U4(z) = -ln( exp(-1/2 ((z2 - w1(z)) / 0.4)^2) + exp(-1/2 ((z2 - w1(z) + w3(z)) / 0.35)^2) )
+    w1(z) = sin(2 pi z1 / 4),  w2(z) = 3 exp(-1/2 ((z1 - 1) / 0.6)^2),  w3(z) = 3 sigma((z1 - 1) / 0.3),
+    sigma(x) = 1 / (1 + exp(-x))
+
+Envelope. U2, U3 and U4 see z1 only through w1 (periodic) and w2, w3 (flat far out), so exp(-U)
+does not decay along z1 and has no finite integral: q could lower the reverse-KL loss forever by
+spreading along z1. We add E(z1) = 1/2 (z1 / 3)^4 to U2, U3, U4. It is quartic, not Gaussian,
+so it is nearly flat where the paper draws its shapes (E(2) = 0.1) yet decays like exp(-z1^4):
+about 97% of the mass lies in the paper's window [-4, 4]^2 and exp(-25) is left at |z1| = 8.
+Integrating out z2 first (each term is a Gaussian in z2 whatever its centre) gives these three
+a closed form, a check on the quadrature:
+
+    Z2 = 0.4 sqrt(2 pi) A,  Z3 = 2 * 0.35 sqrt(2 pi) A,  Z4 = (0.4 + 0.35) sqrt(2 pi) A,
+    A = int exp(-1/2 (z1 / 3)^4) dz1 = 3 * 2^(1/4) * Gamma(1/4) / 2.
+
+U1 (a ring with two bumps) decays in every direction and needs no envelope.
+Shapes: z (N, 2) -> log_prob (N,).
+"""
+import math
+
+import autograd.numpy as np
+import numpy as onp
+
+from .validate import check_count, check_points, check_rng
+
+LOG_2PI = math.log(2 * math.pi)
+LOG_A = math.log(3 * 2 ** 0.25 * math.gamma(0.25) / 2)        # log int exp(-1/2 (z1/3)^4) dz1
+
+
+def logsumexp(a, axis):
+    """log sum exp(a) along axis, shifted by the max so no exp overflows (a float64 exp overflows at 710)."""
+    m = np.max(a, axis=axis, keepdims=True)
+    return np.squeeze(m, axis=axis) + np.log(np.sum(np.exp(a - m), axis=axis))
+
+
+def _gauss(x, sigma):
+    return -0.5 * (x / sigma) ** 2                # the exponent of an unnormalised Gaussian
+
+
+class Energy:
+    """The target exp(-U_k(z)), k in 1..4 (with the envelope for k = 2, 3, 4); dim = 2.
+    log_prob(z) = -U_k(z) is unnormalised; log_Z is the closed form above (None for U1)."""
+    dim = 2
+
+    def __init__(self, k):
+        if k not in (1, 2, 3, 4):
+            raise ValueError(f"k must be 1, 2, 3 or 4 (Rezende & Mohamed's U1..U4), got {k!r}")
+        self.k, self.name = k, f"U{k}"
+        widths = {2: 0.4, 3: 2 * 0.35, 4: 0.4 + 0.35}
+        self.log_Z = None if k == 1 else math.log(widths[k]) + 0.5 * LOG_2PI + LOG_A
+
+    def energy(self, z):
+        z = check_points(z, 2, "z")
+        z1, z2 = z[:, 0], z[:, 1]
+        if self.k == 1:
+            r = np.sqrt(z1 ** 2 + z2 ** 2)
+            two = np.stack([_gauss(z1 - 2, 0.6), _gauss(z1 + 2, 0.6)], axis=1)
+            return 0.5 * ((r - 2) / 0.4) ** 2 - logsumexp(two, axis=1)
+        w1 = np.sin(2 * np.pi * z1 / 4)
+        envelope = 0.5 * (z1 / 3) ** 4
+        if self.k == 2:
+            return 0.5 * ((z2 - w1) / 0.4) ** 2 + envelope
+        if self.k == 3:
+            w2 = 3 * np.exp(-0.5 * ((z1 - 1) / 0.6) ** 2)
+            two = np.stack([_gauss(z2 - w1, 0.35), _gauss(z2 - w1 + w2, 0.35)], axis=1)
+        else:
+            w3 = 3 / (1 + np.exp(-(z1 - 1) / 0.3))
+            two = np.stack([_gauss(z2 - w1, 0.4), _gauss(z2 - w1 + w3, 0.35)], axis=1)
+        return -logsumexp(two, axis=1) + envelope
+
+    def log_prob(self, z):
+        return -self.energy(z)
+
+
+class GaussianMixture:
+    """p(x) = 1/K sum_k N(x; mu_k, sigma^2 I): normalised (log Z = 0), can be sampled.
+    means: (K, D). The entropy has no closed form; for D = 2 it is computed by grid_entropy
+    on a box reaching 10 sigma past the farthest mean (None for D != 2)."""
+
+    def __init__(self, means, sigma):
+        self.means = check_points(means, None, "means")
+        self.dim, self.sigma, self.log_Z = self.means.shape[1], float(sigma), 0.0
+        if not self.sigma > 0:
+            raise ValueError(f"sigma must be positive, got {sigma}")
+        half_width = onp.abs(self.means).max() + 10 * self.sigma
+        self.entropy = grid_entropy(self.log_prob, half_width, self.sigma / 10) if self.dim == 2 else None
+
+    def sample(self, rng, n):
+        rng, n = check_rng(rng), check_count(n)
+        k = rng.integers(len(self.means), size=n)             # equal weights
+        return self.means[k] + self.sigma * rng.standard_normal((n, self.dim))
+
+    def log_prob(self, x):
+        x = check_points(x, self.dim)
+        sq = np.sum((x[:, None, :] - self.means[None, :, :]) ** 2, axis=2)      # (N, K)
+        log_n = -0.5 * sq / self.sigma ** 2 - self.dim * (np.log(self.sigma) + 0.5 * LOG_2PI)
+        return logsumexp(log_n, axis=1) - np.log(len(self.means))
+
+
+def _grid_log_p(log_p, half_width, spacing):
+    """log_p at the cell midpoints of [-w, w]^2 with cell side `spacing`: (M,) values."""
+    n = int(round(2 * half_width / spacing))
+    c = -half_width + spacing * (onp.arange(n) + 0.5)
+    z1, z2 = onp.meshgrid(c, c)
+    return onp.asarray(log_p(onp.stack([z1.ravel(), z2.ravel()], axis=1)))
+
+
+def grid_log_Z(log_p, half_width=8.0, spacing=0.02):
+    """log Z = log int exp(log_p(z)) dz by the midpoint rule on [-w, w]^2, summed in log space:
+    log Z = logsumexp(log_p(cells)) + log(spacing^2). For a smooth density that has died out
+    by the box's edge this converges faster than any power of the spacing."""
+    return float(logsumexp(_grid_log_p(log_p, half_width, spacing), axis=0)) + 2 * math.log(spacing)
+
+
+def grid_entropy(log_p, half_width=8.0, spacing=0.02):
+    """H(p) = -int p log p dz for a normalised 2D log_p, by the same midpoint rule."""
+    lp = _grid_log_p(log_p, half_width, spacing)
+    return float(-onp.sum(onp.exp(lp) * lp) * spacing ** 2)
+
+
+def reverse_report(flow, params, log_p, log_Z, rng, n=100_000):
+    """What reverse KL reaches, on n fresh samples x ~ q with log weights log w = log p~(x) - log q(x):
+
+        loss      = mean(log q - log p~)                 (the training loss; its floor is -log Z)
+        KL(q||p)  = loss + log Z  +- std / sqrt(n)        (exact, because log Z is known)
+        ESS / n   = (sum w)^2 / (n sum w^2)               (1 when q = p; computed in log space)
+        log Z_IS  = log mean w                            (importance-sampling estimate of log Z)
+    """
+    x, log_q = flow.sample_and_log_prob(params, rng, n)
+    log_w = onp.asarray(log_p(x)) - onp.asarray(log_q)
+    ess = math.exp(2 * logsumexp(log_w, axis=0) - logsumexp(2 * log_w, axis=0)) / n
+    loss = -log_w.mean()
+    return {"n": n, "loss": loss, "log_Z": log_Z, "kl": loss + log_Z,
+            "kl_se": log_w.std(ddof=1) / math.sqrt(n), "ess": ess,
+            "log_Z_is": float(logsumexp(log_w, axis=0)) - math.log(n)}
+
+
+def format_reverse_report(report, label):
+    return (f"{label}: loss {report['loss']:.4f} (floor -log Z = {-report['log_Z']:.4f}), "
+            f"KL(q||p) = {report['kl']:.4f} +- {report['kl_se']:.4f}, ESS = {100 * report['ess']:.1f}% "
+            f"(log Z by IS {report['log_Z_is']:.4f}; n = {report['n']})")
