@@ -20,8 +20,8 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.colors import PowerNorm
 from autograd import grad
+from matplotlib.colors import PowerNorm
 
 import tinyflow
 from tinyflow.plotting import chapter_args, grid, plot_density, savefig
@@ -40,12 +40,13 @@ rng = np.random.default_rng(SEED)
 # %% [markdown]
 # ## 1. The layer: a bijection with a kink
 #
-# Why must $\alpha > 0$? With $\alpha = 0$ every negative $x_i$ lands on $0$: the map is not
-# invertible and the density there is infinite ($\log 0 = -\infty$). With $\alpha < 0$ negative
-# inputs land on the positive side, where positive inputs already are: two points share one
-# image and the map folds the space onto itself. With $\alpha > 0$ the map is strictly
-# increasing in each coordinate, and the sign of $y_i$ equals the sign of $x_i$, so the inverse
-# reads the branch off $y$: $x_i = y_i$ if $y_i \ge 0$, else $y_i / \alpha$.
+# Why must $\alpha > 0$? With $\alpha = 0$ every negative $x_i$ lands on $0$: half the space is
+# crushed onto a line, the map has no inverse there, and its log-det is $\log 0 = -\infty$.
+# With $\alpha < 0$ negative inputs land on the positive side, where positive inputs already
+# are: two points share one image and the map folds the space onto itself. With $\alpha > 0$
+# (less than 1 squeezes, more than 1 stretches) the map is strictly increasing in each
+# coordinate, and the sign of $y_i$ equals the sign of $x_i$, so the inverse reads the branch
+# off $y$: $x_i = y_i$ if $y_i \ge 0$, else $y_i / \alpha$.
 #
 # Why is the log-det a sum? Output $y_i$ depends on input $x_i$ only, so the Jacobian is
 # diagonal with entries $1$ or $\alpha$. The determinant of a diagonal matrix is the product of
@@ -168,9 +169,11 @@ def standard_normal_cdf(v):
     return 0.5 * math.erfc(-v / math.sqrt(2))
 
 
-flow = tinyflow.Flow(tinyflow.StandardNormal(2), [tinyflow.Affine(), tinyflow.LeakyReLU(alpha=ALPHA, learnable=True)])
+layers = [tinyflow.Affine(), tinyflow.LeakyReLU(alpha=ALPHA, learnable=True)]
+flow = tinyflow.Flow(tinyflow.StandardNormal(2), layers)
 s_true, t_true, alpha_true = np.log([1.2, 0.7]), np.array([0.6, -0.4]), np.array([0.25, 0.6])
-true_params = {"base": {}, "layers": [{"log_scale": s_true, "shift": t_true}, {"log_alpha": np.log(alpha_true)}]}
+true_params = {"base": {}, "layers": [{"log_scale": s_true, "shift": t_true},
+                                      {"log_alpha": np.log(alpha_true)}]}
 p_negative = np.array([standard_normal_cdf(-t * np.exp(-s)) for s, t in zip(s_true, t_true)])
 entropy = np.log(2 * np.pi * np.e) + np.sum(s_true) + np.sum(np.log(alpha_true) * p_negative)
 target = FlowTarget(flow, true_params, entropy)
@@ -178,6 +181,8 @@ check = -target.log_prob(target.sample(rng, NUM_HELD_OUT))
 print(f"target entropy: exact {entropy:.5f}; Monte-Carlo check {check.mean():.5f} "
       f"+- {check.std() / np.sqrt(NUM_HELD_OUT):.5f} (n = {NUM_HELD_OUT})")
 
+
+# %%
 def gradient_at(flow, params, x, pick, chunks=10):
     """The autograd gradient of the forward-KL loss, as mean +- standard error over `chunks`
     equal slices of x (the gradient of a mean is the mean of the slices' gradients)."""
@@ -190,7 +195,8 @@ mean, se = gradient_at(flow, true_params, x, lambda g: g["layers"][0]["shift"])
 print(f"autograd gradient at the truth, [Affine, LeakyReLU]: d loss / d shift = "
       f"{np.round(mean, 4)} +- {np.round(se, 4)}")
 drifting = tinyflow.Flow(flow.base, flow.layers + [tinyflow.Affine()])
-at_truth = {"base": {}, "layers": true_params["layers"] + [{"log_scale": np.zeros(2), "shift": np.zeros(2)}]}
+identity = {"log_scale": np.zeros(2), "shift": np.zeros(2)}       # the same distribution as the target
+at_truth = {"base": {}, "layers": true_params["layers"] + [identity]}
 mean, se = gradient_at(drifting, at_truth, x, lambda g: g["layers"][2]["shift"])
 print(f"autograd gradient at the truth, [Affine, LeakyReLU, Affine]: d loss / d last shift = "
       f"{np.round(mean, 4)} +- {np.round(se, 4)} (the true gradient is 0)")
@@ -217,7 +223,8 @@ for ax in axes[:2]:
     ax.set_xlabel("x1")
     ax.set_ylabel("x2")
 axes[2].plot(history["loss"], lw=0.5, alpha=0.5, label="training NLL (fresh batches)")
-axes[2].plot(np.arange(49, NUM_STEPS), running_mean(history["loss"], 50), "C1", label="running mean of 50 steps")
+axes[2].plot(np.arange(49, NUM_STEPS), running_mean(history["loss"], 50), "C1",
+             label="running mean of 50 steps")
 axes[2].axhline(entropy, color="k", ls="--", label=f"entropy {entropy:.4f} (the floor)")
 axes[2].set_ylim(entropy - 0.2, entropy + 1.0)
 axes[2].set_xlabel("step")
@@ -267,6 +274,9 @@ report = tinyflow.held_out_report(flow, stuck, correlated, rng, NUM_HELD_OUT)
 print(tinyflow.format_report(report, "correlated Gaussian, rho = 0.8"))
 print(f"KL {report['kl']:.5f} +- {report['kl_se']:.5f} vs the exact minimum for any factorised model "
       f"-1/2 log(1 - rho^2) = {floor:.5f}: excess {report['kl'] - floor:.5f}")
+# the best product is N(0, 1) x N(0, 1), the target's marginals: alpha 1, scale 1, shift 0
+print(f"fitted alpha {np.round(np.exp(stuck['layers'][1]['log_alpha']), 3)}, "
+      f"scale {np.round(np.exp(stuck['layers'][0]['log_scale']), 3)}, shift {np.round(stuck['layers'][0]['shift'], 3)}")
 
 fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
 limits = (-3.5, 3.5), (-3.5, 3.5)
@@ -279,9 +289,9 @@ for ax in axes[:2]:
     ax.set_aspect("equal")
     ax.set_xlabel("x1")
     ax.set_ylabel("x2")
-axes[2].plot(stuck_history["loss"] - correlated.entropy, lw=0.5, alpha=0.5, label="training NLL - entropy")
-axes[2].plot(np.arange(49, NUM_STEPS), running_mean(stuck_history["loss"], 50) - correlated.entropy, "C1",
-             label="running mean of 50 steps")
+excess_loss = stuck_history["loss"] - correlated.entropy           # NLL - H(p) estimates KL(p || q)
+axes[2].plot(excess_loss, lw=0.5, alpha=0.5, label="training NLL - entropy")
+axes[2].plot(np.arange(49, NUM_STEPS), running_mean(excess_loss, 50), "C1", label="running mean of 50 steps")
 axes[2].axhline(floor, color="k", ls="--", label=f"-1/2 log(1 - rho^2) = {floor:.4f}")
 axes[2].set_ylim(0, 1.5)
 axes[2].set_xlabel("step")

@@ -33,7 +33,8 @@ def test_round_trip_is_exact(run):
 
 def test_log_det_per_quadrant_is_log_alpha_per_negative_coordinate(run):
     log_alpha = math.log(0.5)
-    expected = {"I   (+, +)": 0.0, "II  (-, +)": log_alpha, "III (-, -)": 2 * log_alpha, "IV  (+, -)": log_alpha}
+    expected = {"I   (+, +)": 0.0, "II  (-, +)": log_alpha,
+                "III (-, -)": 2 * log_alpha, "IV  (+, -)": log_alpha}
     for quadrant, value in expected.items():
         match = re.search(rf"log_det in quadrant {re.escape(quadrant)}: ([+-][\d.]+)", run[0])
         assert match and abs(float(match.group(1)) - value) < 1e-6
@@ -66,7 +67,8 @@ def test_exact_entropy_agrees_with_its_monte_carlo_check(run):
 
 
 def test_autograd_misses_the_moving_kink_only_with_a_trailing_affine(run):
-    pattern = r"autograd gradient at the truth, \[{}\]: d loss / d (?:last )?shift = \[([^\]]+)\] \+- \[([^\]]+)\]"
+    pattern = (r"autograd gradient at the truth, \[{}\]: "
+               r"d loss / d (?:last )?shift = \[([^\]]+)\] \+- \[([^\]]+)\]")
     for layers, moved in (("Affine, LeakyReLU", False), ("Affine, LeakyReLU, Affine", True)):
         match = re.search(pattern.format(re.escape(layers)), run[0])
         mean, se = ([abs(float(v)) for v in group.split()] for group in match.groups())
