@@ -34,6 +34,7 @@ BATCH_SIZE = NUM_DATA         # full batches: the loss is the exact data NLL, th
 rng = np.random.default_rng(SEED)
 
 
+# %%
 def histogram_vs_formula(samples, density, bins):
     """Compare a density histogram with the formula averaged over each bin.
 
