@@ -40,7 +40,7 @@ def forward_log_dets(flow, params, z):
     return onp.array(log_dets).reshape(len(flow.layers), len(z))
 
 
-def _row(num_panels, size=2.6):
+def _row(num_panels, size=2.8):
     fig, axes = plt.subplots(1, num_panels, figsize=(size * num_panels, size + 0.4), squeeze=False)
     return fig, axes[0]
 

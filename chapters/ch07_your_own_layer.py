@@ -1,0 +1,290 @@
+# %% [markdown]
+# # Chapter 7: your own layer, checked and seen
+#
+# **Goal.** Write a new layer from scratch, prove to yourself it obeys the contract with
+# `tinyflow.check_layer`, watch the checker catch two classic bugs, and then *look* at what each
+# layer of a trained flow does.
+#
+# **Key equations.** A layer is right when three things agree at every point, on every branch:
+#
+#     f^-1(f(x)) = x,    log_det(x) = log|det df/dx| (autograd and finite differences),
+#     inverse log_det at y = f(x)  =  -forward log_det at x.
+#
+# and the density after the first k layers of a flow is
+#
+#     log q_k(y) = log p_base(z) + sum_{j <= k} log|det d f_j^-1 / d input|,   z = f_1^-1(... f_k^-1(y)).
+#
+# **Builds on** the layer contract (chapter 1 onwards), LeakyReLU and couplings.
+# **New library files:** `tinyflow/strategies.py` (Hypothesis strategies for your tests) and
+# `tinyflow/layer_plots.py` (grid warps, quadrant scatters, densities after k layers, log-det maps).
+
+# %%
+import time
+
+import autograd.numpy as np
+import matplotlib.pyplot as plt
+import numpy as onp
+from autograd.misc import flatten
+
+import tinyflow as tf
+from tinyflow import layer_plots
+from tinyflow.plotting import chapter_args, savefig
+
+args = chapter_args(__doc__ or "Chapter 7: your own layer, checked and seen")
+start = time.perf_counter()
+SEED = args.seed
+NUM_STEPS = 30 if args.quick else 1800       # training steps of the small Banana flow
+LEARNING_RATE = 3e-3
+BATCH_SIZE = 256
+HIDDEN = (16, 16) if args.quick else (32, 32)
+NUM_TEST = 2_000 if args.quick else 100_000  # fresh held-out samples
+GRID = 60 if args.quick else 150             # heat-map resolution
+NUM_SHOW = 1_000 if args.quick else 4_000   # base samples drawn in the scatter figures
+rng = onp.random.default_rng(SEED)
+
+# %% [markdown]
+# ## A new layer: y = x + a tanh(b x)
+#
+# Elementwise, each coordinate bends around 0: with a > 0 it pushes mass away from 0, with a < 0
+# it pulls mass in. Its slope is dy/dx = 1 + a b (1 - tanh(b x)^2), which lies between 1 and
+# 1 + a b, so the map is increasing (a bijection) exactly when b > 0 and **a b > -1**. We build
+# the constraint into the parameters: b = exp(log_b), kappa = a b = softplus(k) - 1 > -1.
+#
+# There is no closed-form inverse. f is odd and increasing, so x has the sign of y, and
+# |x| solves f(|x|) = |y| somewhere in [0, |y| + |a|] (because |a tanh| <= |a|): bisection finds
+# it to float64 precision in 64 halvings, then we put the sign back.
+
+# %%
+class ResidualTanh:
+    """y = x + a tanh(b x) elementwise, with b > 0 and kappa = a b > -1 (so dy/dx > 0).
+
+    log|det dy/dx| = sum_i log(1 + kappa_i (1 - tanh(b_i x_i)^2))
+    params: {"log_b": (D,), "k": (D,)}, b = exp(log_b), kappa = softplus(k) - 1, a = kappa / b.
+    x, y: (N, D); log_det: (N,). The inverse (bisection) is not differentiable in params.
+    """
+
+    def init(self, rng, dim):
+        return {"log_b": np.zeros(dim), "k": np.full(dim, np.log(np.e - 1))}   # kappa = 0: identity
+
+    def a_b_kappa(self, params):
+        b = np.exp(params["log_b"])
+        kappa = np.logaddexp(0.0, params["k"]) - 1.0           # softplus(k) - 1, stable for any k
+        return kappa / b, b, kappa
+
+    def forward(self, params, x):
+        a, b, kappa = self.a_b_kappa(params)
+        t = np.tanh(b * x)
+        return x + a * t, np.sum(np.log1p(kappa * (1 - t ** 2)), axis=1)
+
+    def solve_abs(self, params, y_abs):
+        """|x| with f(|x|) = |y|, by bisection on [0, |y| + |a|]."""
+        a, b, _ = self.a_b_kappa(params)
+        lo, hi = onp.zeros_like(y_abs), y_abs + onp.abs(a)
+        for _ in range(64):                                    # the bracket halves every step
+            mid = (lo + hi) / 2
+            too_far = mid + a * onp.tanh(b * mid) > y_abs
+            lo, hi = onp.where(too_far, lo, mid), onp.where(too_far, mid, hi)
+        return (lo + hi) / 2
+
+    def inverse(self, params, y):
+        x = onp.sign(y) * self.solve_abs(params, onp.abs(y))
+        return x, -self.forward(params, x)[1]
+
+# %% [markdown]
+# ## Check it, away from the identity, on both branches
+#
+# Two habits make a check worth having. **Move the parameters away from init**: at init kappa = 0,
+# the layer is the identity and every log-det is 0, so a log-det with the wrong sign is still
+# "right". **Visit every branch**: draw points of both signs in every coordinate.
+# (`tinyflow.strategies` packages both habits as Hypothesis strategies for your tests.)
+
+# %%
+def perturb(params, rng, scale):
+    """params moved by scale * N(0, I), through the flat vector of autograd.misc.flatten."""
+    theta, unflatten = flatten(params)
+    return unflatten(theta + scale * rng.standard_normal(theta.shape))
+
+
+layer = ResidualTanh()
+params = perturb(layer.init(rng, 2), rng, scale=2.5)
+x = rng.uniform(-3, 3, size=(64, 2))
+a, b, kappa = layer.a_b_kappa(params)
+print(f"a = {onp.round(a, 3)}, b = {onp.round(b, 3)}, kappa = a b = {onp.round(kappa, 3)} (> -1)")
+print(f"x has {int((x < 0).sum(0)[0])} / {int((x < 0).sum(0)[1])} negative entries in coordinates 1 / 2")
+errors = tf.check_layer(layer, params, x)
+for name, error in errors.items():
+    print(f"  {name:36s} {error:.1e}")
+print(f"correct ResidualTanh: passes check_layer, worst error {max(errors.values()):.1e} <= 1e-06")
+
+# %% [markdown]
+# ## Two classic bugs, and how the checker reports them
+#
+# **Bug 1** returns the log-det of the *inverse* from `forward` (the sign flipped). The inverse
+# then returns minus that, so the two log-dets still cancel: only a comparison with the actual
+# Jacobian can see it, and only away from init. **Bug 2** solves for |x| and forgets to put the
+# sign back: right for y > 0, wrong for every negative y. Its log-det is even in x, so only the
+# round trip can see it, and only on negative points.
+
+# %%
+class WrongSignLogDet(ResidualTanh):
+    def forward(self, params, x):
+        y, log_det = super().forward(params, x)
+        return y, -log_det                       # bug: log|det dx/dy| instead of log|det dy/dx|
+
+
+class ForgotTheSign(ResidualTanh):
+    def inverse(self, params, y):
+        x = self.solve_abs(params, onp.abs(y))   # bug: should be sign(y) * solve_abs(...)
+        return x, -self.forward(params, x)[1]
+
+
+def check(label, layer, params, x):
+    """Run check_layer and print either its worst error or its report of what failed."""
+    try:
+        errors = tf.check_layer(layer, params, x)
+        print(f"{label}: passes, worst error {max(errors.values()):.1e}")
+    except AssertionError as failure:
+        print(f"{label}: CAUGHT -- {failure}")
+
+
+init = layer.init(rng, 2)
+x_positive = onp.abs(x) + 0.01
+print(f"at init the log-det is {onp.max(onp.abs(layer.forward(init, x)[1])):.1e} everywhere")
+check("wrong-sign log-det, init params", WrongSignLogDet(), init, x)
+check("wrong-sign log-det, moved params", WrongSignLogDet(), params, x)
+check("forgot the sign, positive points only", ForgotTheSign(), params, x_positive)
+check("forgot the sign, points of both signs", ForgotTheSign(), params, x)
+
+# %% [markdown]
+# The failing lines name the check and its error against the 1e-6 tolerance. Errors are relative,
+# |a - b| / max(1, |b|): the wrong-sign log-det is off by 2 |log_det| (at most 2 in relative terms),
+# the forgotten sign by 2 |x| (exactly 2 in relative terms once |x| >= 1).
+# Both bugs pass a careless test (identity parameters, positive points) and fail a careful one.
+# In a test file the same two habits are three lines, with `tinyflow.strategies` drawing the
+# parameters and the points:
+#
+#     @given(strategies.layer_case(ResidualTanh(), dim=2))
+#     def test_residual_tanh_obeys_the_contract(case):
+#         check_layer(ResidualTanh(), *case)
+#
+# The figure shows the layer's 1D maps and the second bug: its round trip folds the negative half
+# onto the positive one.
+
+# %%
+u = onp.linspace(-3, 3, 301)[:, None]
+fig, (ax_map, ax_bug) = plt.subplots(1, 2, figsize=(9, 3.8))
+for k in [-2.5, np.log(np.e - 1), 2.0]:
+    p = {"log_b": onp.zeros(1), "k": onp.full(1, k)}
+    ax_map.plot(u, layer.forward(p, u)[0], label=f"kappa = a b = {onp.logaddexp(0, k) - 1:.2f}")
+ax_map.set(title="y = x + a tanh(b x), b = 1", xlabel="x", ylabel="y")
+ax_map.legend()
+p = {"log_b": onp.zeros(1), "k": onp.full(1, 1.0)}
+for bugged, style in [(layer, "-"), (ForgotTheSign(), "--")]:
+    y = bugged.forward(p, u)[0]
+    ax_bug.plot(u, bugged.inverse(p, y)[0], style, label=type(bugged).__name__)
+ax_bug.set(title="round trip f^-1(f(x)): the bug folds x < 0", xlabel="x", ylabel="f^-1(f(x))")
+ax_bug.legend()
+fig.tight_layout()
+savefig(fig, "ch07_residual_tanh.png", args.figures_dir)
+
+# %% [markdown]
+# ## Seeing what each layer does
+#
+# A checked layer is correct; it is not yet understood. `tinyflow.layer_plots` draws four views of
+# a 2D flow, layer by layer. We train a small flow (coupling, learnable leaky ReLU, two couplings)
+# on the Banana target by maximum likelihood and look at it.
+
+# %%
+target = tf.Banana()
+flow = tf.Flow(tf.StandardNormal(2), [tf.AffineCoupling([1, 0], hidden=HIDDEN),
+                                      tf.LeakyReLU(0.5, learnable=True),
+                                      tf.AffineCoupling([0, 1], hidden=HIDDEN),
+                                      tf.AffineCoupling([1, 0], hidden=HIDDEN)])
+flow_params = flow.init(rng)
+flow_params, history = tf.fit(tf.forward_kl(flow), flow_params, target.sample, rng,
+                              num_steps=NUM_STEPS, batch_size=BATCH_SIZE, step_size=LEARNING_RATE)
+print(f"final training loss (mean of the last 100 steps) {onp.nanmean(history['loss'][-100:]):.4f}")
+print(tf.format_report(tf.held_out_report(flow, flow_params, target, rng, NUM_TEST)))
+alpha = onp.exp(flow_params["layers"][1]["log_alpha"])
+print(f"learned leaky-ReLU slopes alpha = {onp.round(alpha, 3)} (started at 0.5)")
+
+# %% [markdown]
+# **Warped grid.** The lines z1 = c (blue) and z2 = c (orange) of the base space, drawn after
+# each layer: a coupling bends only the lines of its changed coordinate, the leaky ReLU kinks
+# every line where it crosses an axis.
+
+# %%
+savefig(layer_plots.warped_grid(flow, flow_params), "ch07_warped_grid.png", args.figures_dir)
+z = flow.base.sample(flow_params["base"], rng, NUM_SHOW)
+steps = flow.trace(flow_params, z)
+kept = onp.max(onp.abs(steps[1][:, 0] - z[:, 0]))
+print(f"the first coupling keeps coordinate 1: max |change| = {kept:.1e}")
+
+# %% [markdown]
+# **Quadrants.** Base samples coloured by the quadrant of z. The leaky ReLU maps each quadrant to
+# itself (it keeps signs), so the colours stay separated by its axes; the couplings then shear
+# them into the banana.
+
+# %%
+savefig(layer_plots.quadrant_scatter(flow, flow_params, z), "ch07_quadrants.png", args.figures_dir)
+same_quadrant = onp.mean(onp.all((steps[2] < 0) == (steps[1] < 0), axis=1))
+print(f"points whose quadrant the leaky ReLU keeps: {100 * same_quadrant:.1f}%")
+
+# %% [markdown]
+# **Density after k layers.** Cutting the flow after k layers gives a flow too; q_0 is the base
+# and q_K the model. The leaky ReLU leaves a visible seam in q_2 along both axes: its log-det jumps
+# by log(alpha) there. Each q_k is a density, so each integrates to one (checked on a grid).
+
+# %%
+savefig(layer_plots.density_after_layers(flow, flow_params, z, n=GRID), "ch07_density_after_k.png",
+        args.figures_dir)
+for k in range(len(flow.layers) + 1):
+    flow_k, params_k = layer_plots.truncated(flow, flow_params, k)
+    xlim, ylim = [(lo - (hi - lo), hi + (hi - lo)) for lo, hi in zip(steps[k].min(0), steps[k].max(0))]
+    X, Y, points = tf.plotting.grid(xlim, ylim, 2 * GRID)
+    mass = onp.exp(flow_k.log_prob(params_k, points)).sum() * (X[0, 1] - X[0, 0]) * (Y[1, 0] - Y[0, 0])
+    print(f"q_{k}: integral over a grid around its samples = {mass:.4f}")
+
+# %% [markdown]
+# **Log-det maps.** log|det df/dz| > 0 where the flow spreads mass out, < 0 where it squeezes it.
+# Over base points z (left) it says where each z is sent to a thinner or denser region; over data
+# points x (middle) the same numbers sit where the mass lands. The right panel is the leaky ReLU
+# alone: log(alpha_i) for each negative input coordinate, so four constant values, on the regions
+# of z that the first coupling sends into each quadrant.
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+for ax, (lims, where, which) in zip(axes, [(((-3, 3), (-3, 3)), "base", None),
+                                           (((-2, 25), (-12, 12)), "data", None),
+                                           (((-3, 3), (-3, 3)), "base", 2)]):
+    image = layer_plots.log_det_map(ax, flow, flow_params, *lims, where=where, layer=which, n=GRID)
+    fig.colorbar(image, ax=ax, label="log|det|")
+fig.tight_layout()
+savefig(fig, "ch07_log_det.png", args.figures_dir)
+log_dets = layer_plots.forward_log_dets(flow, flow_params, z)
+print(f"mean forward log-det per layer over base samples: {onp.round(log_dets.mean(1), 3)}; "
+      f"total {log_dets.sum(0).mean():.3f} (Banana's spread: log 4 = {onp.log(4):.3f} plus the bend)")
+print(f"chapter ran in {time.perf_counter() - start:.1f} s")
+
+# %% [markdown]
+# ## Summary
+#
+# - A new layer is a class with `init`, `forward`, `inverse`, each direction returning its log-det.
+#   Build constraints into the parameters (here a b = softplus(k) - 1 > -1); an inverse without a
+#   closed form can be a 1D root finder.
+# - `check_layer(layer, params, x)` compares the round trips, the log-det against autograd and
+#   finite-difference Jacobians, and the two log-dets against each other, and says which failed.
+# - A check is only as good as its inputs: identity parameters hid the wrong-sign log-det, positive
+#   points hid the forgotten sign. `tinyflow.strategies` draws moved parameters and two-signed points.
+# - `tinyflow.layer_plots` shows a flow layer by layer: warped grids, quadrants, q_k, log-det maps.
+#
+# ## Exercises
+#
+# 1. Write the planar flow y = z + u tanh(w . z + b) (Rezende & Mohamed 2015) with the constraint
+#    u . w >= -1 (replace u by u + (softplus(w . u) - 1 - w . u) w / |w|^2); invert it by bisection
+#    on the scalar w . z. Check it with `check_layer`.
+# 2. Make `ResidualTanh.inverse` differentiable: after bisection take one Newton step
+#    x <- x - (f(x) - y) / f'(x) in `autograd.numpy`. Why does that give the right gradient?
+#    Then train a flow with it by maximum likelihood.
+# 3. Introduce a third bug: drop the `1 -` in the log-det. Which checks catch it, and at init?
+# 4. Draw `log_det_map` for each layer of the trained flow. Which layer does most of the spreading?
