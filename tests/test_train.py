@@ -1,0 +1,154 @@
+"""Training: fit on a sampler and on an array, skipping non-finite steps, stopping after too many,
+early stopping on a validation set, and Adam/AdamW against autograd's own Adam."""
+import autograd.numpy as anp
+import numpy as np
+import pytest
+from autograd import grad
+from autograd.misc import flatten
+from autograd.misc.optimizers import adam as autograd_adam
+
+import tinyflow as tf
+
+
+def small_flow():
+    return tf.Flow(tf.StandardNormal(2), [tf.AffineCoupling([1, 0], hidden=(8,)), tf.LULinear(),
+                                          tf.AffineCoupling([0, 1], hidden=(8,))])
+
+
+def fit_banana(data, seed=0, num_steps=150):
+    flow = small_flow()
+    rng = np.random.default_rng(seed)
+    params = flow.init(rng)
+    return flow, tf.fit(tf.forward_kl(flow), params, data, rng, num_steps=num_steps, batch_size=64,
+                        step_size=1e-2)
+
+
+def banana_sampler(rng, n):
+    return tf.Banana().sample(rng, n) / 4          # scaled to O(1) so 150 steps make progress
+
+
+def test_fit_on_a_sampler_lowers_the_loss():
+    _, (params, history) = fit_banana(banana_sampler)
+    losses = history["loss"]
+    assert np.all(np.isfinite(losses)) and history["skipped"] == 0
+    print(f"loss: first 10 steps {losses[:10].mean():.3f}, last 10 {losses[-10:].mean():.3f}")
+    assert losses[-10:].mean() < losses[:10].mean() - 0.3
+
+
+def test_fit_on_a_fixed_array_lowers_the_loss():
+    data = banana_sampler(np.random.default_rng(5), 500)
+    flow, (params, history) = fit_banana(data)
+    initial = -np.mean(flow.log_prob(flow.init(np.random.default_rng(0)), data))
+    final = -np.mean(flow.log_prob(params, data))
+    print(f"NLL on the training array: {initial:.3f} -> {final:.3f}")
+    assert final < initial - 0.3
+
+
+@pytest.mark.parametrize("data", ["sampler", "array"])
+def test_same_seed_gives_same_fit(data):
+    data = banana_sampler if data == "sampler" else banana_sampler(np.random.default_rng(5), 300)
+    first = fit_banana(data, seed=3, num_steps=20)[1]
+    second = fit_banana(data, seed=3, num_steps=20)[1]
+    assert np.array_equal(flatten(first[0])[0], flatten(second[0])[0])
+    assert np.array_equal(first[1]["loss"], second[1]["loss"])
+
+
+def quadratic(params, batch):
+    """A loss with a known minimiser: mean squared distance from w to the batch rows."""
+    return anp.mean(anp.sum((params["w"] - batch) ** 2, axis=1))
+
+
+def nan_on_calls(bad_calls):
+    """quadratic, but NaN on the given call numbers (fit calls the loss once per step)."""
+    calls = []
+
+    def loss(params, batch):
+        calls.append(None)
+        value = quadratic(params, batch)
+        return value * np.nan if len(calls) - 1 in bad_calls else value
+    return loss
+
+
+def test_non_finite_steps_are_skipped_and_counted():
+    data = np.random.default_rng(0).normal(2.0, 1.0, (200, 3))
+    bad = {3, 4, 10, 27}
+    params, history = tf.fit(nan_on_calls(bad), {"w": np.zeros(3)}, data, np.random.default_rng(1),
+                             num_steps=40, batch_size=20, step_size=0.1)
+    assert history["skipped"] == len(bad)
+    assert np.array_equal(np.flatnonzero(np.isnan(history["loss"])), sorted(bad))
+    assert np.all(np.isfinite(params["w"])) and history["stopped"] is None
+
+
+def test_persistent_nan_stops_after_max_skips_with_last_good_params(capsys):
+    data = np.random.default_rng(0).normal(2.0, 1.0, (200, 3))
+    good_steps, max_skips = 12, 5
+    params, history = tf.fit(nan_on_calls(set(range(good_steps, 1000))), {"w": np.zeros(3)}, data,
+                             np.random.default_rng(1), num_steps=100, batch_size=20, step_size=0.1,
+                             max_skips=max_skips)
+    last_step = good_steps + max_skips - 1
+    assert f"stopped at step {last_step}" in history["stopped"]
+    assert f"stopped at step {last_step}" in capsys.readouterr().out
+    assert history["skipped"] == max_skips
+    # the same run cut short after the good steps: same batches, so bit-identical parameters
+    reference, _ = tf.fit(quadratic, {"w": np.zeros(3)}, data, np.random.default_rng(1),
+                          num_steps=good_steps, batch_size=20, step_size=0.1)
+    assert np.array_equal(params["w"], reference["w"])
+
+
+def test_early_stopping_returns_the_best_parameters():
+    """Train towards 3, validate against 1: the validation loss falls while w passes 1, then
+    rises, so patience stops the run and the best (not the last) parameters come back."""
+    rng = np.random.default_rng(0)
+    train, validation = rng.normal(3.0, 0.1, (100, 1)), rng.normal(1.0, 0.1, (50, 1))
+    params, history = tf.fit(quadratic, {"w": np.zeros(1)}, train, np.random.default_rng(1),
+                             num_steps=2000, batch_size=25, step_size=0.05,
+                             validation=validation, eval_every=5, patience=4)
+    values = dict(history["validation"])
+    assert history["stopped"].startswith("early stop")
+    assert max(values) < 1999                                  # it did stop early
+    assert history["best_step"] == min(values, key=values.get)
+    assert quadratic(params, validation) == pytest.approx(values[history["best_step"]], abs=1e-12)
+    assert quadratic(params, validation) < values[max(values)]  # not the last parameters
+
+
+def adam_problem():
+    target = np.array([1.0, -2.0, 0.5, 3.0])
+    loss = lambda params, i: anp.sum((params["w"] - target) ** 2) + anp.sum(params["v"] ** 4)
+    return grad(loss), {"w": np.zeros(4), "v": np.ones(2)}
+
+
+def test_adam_matches_autograd_adam():
+    g, start = adam_problem()
+    ours_seen, theirs_seen = [], []
+    ours = tf.adam(g, start, lambda p, i, gr: ours_seen.append(i), num_iters=200, step_size=0.05)
+    theirs = autograd_adam(g, start, lambda p, i, gr: theirs_seen.append(i), num_iters=200, step_size=0.05)
+    assert ours_seen == theirs_seen == list(range(200))
+    assert np.max(np.abs(flatten(ours)[0] - flatten(theirs)[0])) < 1e-12
+
+
+def test_adamw_without_weight_decay_matches_autograd_adam():
+    g, start = adam_problem()
+    ours = tf.adamw(g, start, num_iters=100, step_size=0.05, weight_decay=0.0)
+    theirs = autograd_adam(g, start, num_iters=100, step_size=0.05)
+    assert np.max(np.abs(flatten(ours)[0] - flatten(theirs)[0])) < 1e-12
+
+
+def test_adamw_decays_weights_towards_zero():
+    """With a zero gradient, Adam does nothing and AdamW shrinks theta by (1 - step * decay)."""
+    zero = lambda params, i: {"w": np.zeros(3)}
+    out = tf.adamw(zero, {"w": np.ones(3)}, num_iters=10, step_size=0.1, weight_decay=0.5)
+    assert np.allclose(out["w"], 0.95 ** 10, rtol=1e-12, atol=0)
+
+
+def test_adam_skips_non_finite_gradients():
+    """A NaN gradient skips its update entirely: 20 iterations with 3 NaN gradients end where
+    17 clean iterations end (the gradient depends on the parameters only)."""
+    g, start = adam_problem()
+
+    def sometimes_nan(params, i):
+        gradient = g(params, i)
+        return {key: value * np.nan for key, value in gradient.items()} if i in (2, 9, 15) else gradient
+    ours = tf.adam(sometimes_nan, start, num_iters=20, step_size=0.05)
+    clean = tf.adam(g, start, num_iters=17, step_size=0.05)
+    assert np.all(np.isfinite(flatten(ours)[0]))
+    assert np.array_equal(flatten(ours)[0], flatten(clean)[0])
