@@ -63,7 +63,8 @@ def warped_grid(flow, params, lim=3.0, num_lines=13, num_points=200, stages=None
         for i, segment in enumerate(segments):
             ax.plot(segment[:, 0], segment[:, 1], lw=0.7, color="tab:blue" if i < num_lines else "tab:orange")
         ax.set(title=stage_title(flow, k), xlabel="coordinate 1", ylabel="coordinate 2")
-    fig.suptitle(f"a grid of base points z in [-{lim:g}, {lim:g}]^2, pushed through the flow layer by layer")
+    fig.suptitle(f"a grid of base points z in [-{lim:g}, {lim:g}]^2, pushed through the flow layer by layer "
+                 "(blue: lines z1 = const, orange: lines z2 = const)")
     fig.tight_layout()
     return fig
 
