@@ -1,0 +1,405 @@
+# %% [markdown]
+# # Chapter 4: autoregressive flows, IAF and MAF
+#
+# **Goal.** Build a layer in which every coordinate may depend on all the coordinates before
+# it, yet whose Jacobian stays triangular so its log-determinant is a sum. See why such a layer
+# is fast in one direction and D times slower in the other, and train the "first flow" of the
+# FlowTorch tutorial: one layer that learns $\mathcal N((5, 5), 0.5^2 I)$ from $\mathcal N(0, I)$.
+#
+# **Key equation.** With $\mu_i$ and $s_i$ computed from $z_{<i} = (z_1, \dots, z_{i-1})$ only,
+#
+# $$y_i = \mu_i(z_{<i}) + e^{s_i(z_{<i})}\, z_i, \qquad
+# \log\left|\det \frac{\partial y}{\partial z}\right| = \sum_i s_i(z_{<i}),$$
+#
+# because $\partial y_i / \partial z_j = 0$ for $j > i$: the Jacobian is lower-triangular and its
+# diagonal is $e^{s_i}$.
+#
+# **Builds on.** Chapters 1-3: the change of variables, `Flow`, `fit` with `forward_kl`, the
+# held-out report (NLL, entropy, gap, paired KL), and `check_layer`.
+#
+# **Introduces.** `tinyflow/made.py` (MADE masks and network), `tinyflow/autoregressive.py`
+# (`AffineAutoregressive`, an IAF) and `tinyflow/invert.py` (`Invert`, which makes it a MAF).
+
+# %%
+import time
+
+import autograd.numpy as anp
+import matplotlib.pyplot as plt
+from matplotlib.collections import LineCollection
+from matplotlib.ticker import NullFormatter
+import numpy as np
+
+import tinyflow
+from tinyflow.made import made, made_degrees
+from tinyflow.plotting import chapter_args, savefig
+
+args = chapter_args(__doc__ or "Chapter 4: autoregressive flows, IAF and MAF")
+
+SEED = args.seed
+NUM_STEPS = 150 if args.quick else 3001     # the first flow's training budget
+LEARNING_RATE = 5e-3
+BATCH_SIZE = 256 if args.quick else 1000    # fresh target samples every step
+HIDDEN = (64,)                              # MADE hidden layer of the first flow
+NUM_HELD_OUT = 10_000 if args.quick else 100_000
+DIMS = (2, 8) if args.quick else (2, 8, 32, 64)   # dimensions of the cost comparison
+REPEATS = 3                                 # timing: fastest of this many repeats
+NUM_POINTS = 250 if args.quick else 500     # points per timed call
+rng = np.random.default_rng(SEED)
+
+
+def random_params(layer, rng, dim, scale=0.5):
+    """Parameters away from the identity start (whose zero last layer would make every
+    derivative below trivially zero): every weight and bias drawn at random."""
+    return [{"W": scale * rng.standard_normal(p["W"].shape), "b": scale * rng.standard_normal(p["b"].shape)}
+            for p in layer.init(rng, dim)]
+
+
+# %% [markdown]
+# ## 1. MADE: one network, D conditioners
+#
+# We need $D$ functions $\mu_i(z_{<i})$, $s_i(z_{<i})$. Training $D$ networks would be slow;
+# MADE (Germain et al. 2015) gets all of them from one MLP by zeroing weights with fixed 0/1
+# masks. Give input $j$ the degree $j$, each hidden unit a degree $d \in \{1, \dots, D-1\}$,
+# and output $i$ the degree $i$. A hidden unit may see an input (or unit) of degree up to its
+# own ($\ge$); an output only units of degree strictly below it ($>$). Every path from input
+# $j$ to output $i$ then climbs $j \le d_1 \le d_2 \le \dots < i$, so output $i$ never sees
+# inputs $j \ge i$. Below, $D = 4$ with two hidden layers of 6 units. The product of the masks
+# counts the paths from each input to each output: it is strictly lower-triangular.
+
+# %%
+D_SMALL, HIDDEN_SMALL = 4, (6, 6)
+small = tinyflow.AffineAutoregressive(hidden=HIDDEN_SMALL)
+small_params = random_params(small, rng, D_SMALL)
+masks = small.masks(D_SMALL)                        # [(4, 6), (6, 6), (6, 8)]: last = mu and s columns
+degrees = made_degrees(D_SMALL, HIDDEN_SMALL)
+for name, degree in zip(["inputs", "hidden 1", "hidden 2"], degrees):
+    print(f"degrees of {name:8s}: {degree}")
+paths = masks[0] @ masks[1] @ masks[2][:, :D_SMALL]  # paths[j, i]: paths from input j to output mu_i
+print("paths from input j (row) to output i (column):")
+print(paths.astype(int))
+
+# %% [markdown]
+# Zeroing a weight removes the dependence exactly, not approximately, so autograd's Jacobian of
+# the network output must have exact zeros wherever $j \ge i$, and non-zero entries below.
+
+# %%
+x = rng.standard_normal((5, D_SMALL))
+J = tinyflow.autograd_jacobian(lambda points: made(small_params, masks, points), x)   # (5, 2D, D)
+forbidden = np.triu(np.ones((D_SMALL, D_SMALL), dtype=bool))        # j >= i
+allowed = ~forbidden                                                 # j < i
+for channel, name in ((0, "mu"), (1, "s_raw")):
+    block = np.abs(J[:, channel * D_SMALL:(channel + 1) * D_SMALL, :])   # (5, D, D): [n, i, j]
+    print(f"max |d {name}_i / d x_j| over j >= i: {block[:, forbidden].max()}")
+    print(f"smallest allowed dependence, min over j < i of max over points |d {name}_i / d x_j|: "
+          f"{block.max(axis=0)[allowed].min():.3f}")
+
+# %% [markdown]
+# The layer built on it, $y = \mu(z) + e^{s(z)} z$, therefore has a lower-triangular Jacobian
+# whose diagonal is $e^{s}$, and `check_layer` confirms the log-det (and the inverse of the
+# next section) against autograd's and finite-difference Jacobians.
+
+# %%
+z = rng.standard_normal((5, D_SMALL))
+J_layer = tinyflow.autograd_jacobian(lambda points: small.forward(small_params, points)[0], z)
+s_small = small._mu_s(small_params, z)[1]
+print(f"max |dy_i / dz_j| over j > i: {np.abs(J_layer[:, np.triu(np.ones((4, 4), bool), 1)]).max()}")
+print(f"max |diag(dy/dz) - exp(s)|: {np.abs(np.diagonal(J_layer, axis1=1, axis2=2) - np.exp(s_small)).max():.1e}")
+for name, error in tinyflow.check_layer(small, small_params, z).items():
+    print(f"check_layer, AffineAutoregressive D = 4: {name}: {error:.1e}")
+
+# %%
+fig = plt.figure(figsize=(15, 6.5))
+grid_spec = fig.add_gridspec(2, 4, width_ratios=[2, 2, 1.2, 1.2], wspace=0.5, hspace=0.45)
+ax = fig.add_subplot(grid_spec[:, :2])
+columns = [degrees[0], degrees[1], degrees[2], np.arange(1, D_SMALL + 1)]
+labels = ["input x_j", "hidden 1", "hidden 2", "output mu_i, s_i"]
+position = [np.stack([np.full(len(c), k), (len(c) - 1) / 2 - np.arange(len(c))], axis=1)
+            for k, c in enumerate(columns)]
+edges, colours = [], []
+for k, mask in enumerate([masks[0], masks[1], masks[2][:, :D_SMALL]]):
+    for a, b in zip(*np.nonzero(mask)):              # an edge for every weight the mask keeps
+        edges.append([position[k][a], position[k + 1][b]])
+        colours.append(f"C{columns[k + 1][b] - 1}")
+ax.add_collection(LineCollection(edges, colors=colours, lw=0.8, alpha=0.6))
+for k, column in enumerate(columns):
+    ax.scatter(*position[k].T, s=420, color="white", edgecolors=[f"C{d - 1}" for d in column], lw=2, zorder=3)
+    for (px, py), degree in zip(position[k], column):
+        ax.text(px, py, str(degree), ha="center", va="center", zorder=4)
+    ax.text(k, (len(columns[1]) + 1) / 2, labels[k], ha="center")
+ax.set_xlim(-0.4, 3.4)
+ax.set_ylim(-(len(columns[1]) + 1) / 2, (len(columns[1]) + 2) / 2)
+ax.axis("off")
+ax.set_title(f"MADE, D = {D_SMALL}, hidden {HIDDEN_SMALL}: each node shows its degree;\n"
+             "an edge is a weight the mask keeps, coloured by the degree of the unit it feeds")
+outputs = np.tile(np.arange(1, D_SMALL + 1), 2)                  # degrees of mu_1..4, s_1..4
+panels = [(masks[0], "in -> hidden 1\n(black: kept, d_1 >= j)", degrees[0], degrees[1]),
+          (masks[1], "hidden 1 -> hidden 2\n(black: kept, d_2 >= d_1)", degrees[1], degrees[2]),
+          (masks[2], "hidden 2 -> out (mu | s)\n(black: kept, i > d_2)", degrees[2], outputs),
+          (paths.T, "number of paths\nfrom input j to output i", degrees[0], degrees[0])]
+axis_names = [("input j", "hidden 1 (degree)"), ("hidden 1 (degree)", "hidden 2 (degree)"),
+              ("hidden 2 (degree)", "output i"), ("input j", "output i")]
+for k, ((matrix, title, row_degrees, column_degrees), cell) in enumerate(
+        zip(panels, [grid_spec[0, 2], grid_spec[0, 3], grid_spec[1, 2], grid_spec[1, 3]])):
+    panel = fig.add_subplot(cell)
+    panel.imshow(matrix.T if k < 3 else matrix, cmap="Greys", vmin=0)   # rows: the receiving side
+    panel.set_title(title, fontsize=9)
+    panel.set_xlabel(axis_names[k][0], fontsize=8)
+    panel.set_ylabel(axis_names[k][1], fontsize=8)
+    rows, cols = (column_degrees, row_degrees) if k < 3 else (degrees[0], degrees[0])
+    panel.set_xticks(range(len(cols)), cols, fontsize=7)
+    panel.set_yticks(range(len(rows)), rows, fontsize=7)
+    if k == 3:
+        for (i, j), count in np.ndenumerate(matrix):
+            panel.text(j, i, int(count), ha="center", va="center", fontsize=8,
+                       color="white" if count > matrix.max() / 2 else "black")
+savefig(fig, "ch04_made_masks.png", args.figures_dir)
+
+# %% [markdown]
+# ## 2. IAF and MAF: one pass one way, D passes the other
+#
+# **Sampling (forward) is one pass.** All of $z$ is known, so one network evaluation gives every
+# $\mu_i(z_{<i})$ and $s_i(z_{<i})$ at once, and $y = \mu + e^{s} z$.
+#
+# **Density (inverse) takes D passes.** To undo the layer we need $z_{<i}$ before we can compute
+# $z_i = (y_i - \mu_i(z_{<i}))\, e^{-s_i(z_{<i})}$. `AffineAutoregressive.inverse` starts from any
+# guess and repeats $z \leftarrow (y - \mu(z))\, e^{-s(z)}$: coordinate 1 depends on nothing, so
+# it is exact after pass 1; coordinate 2 depends only on coordinate 1, so it is exact after
+# pass 2; and so on. Watch the error of each coordinate pass by pass:
+
+# %%
+y = small.forward(small_params, z)[0]
+guess = y                                              # the inverse's starting point
+for k in range(1, D_SMALL + 1):
+    mu, s = small._mu_s(small_params, guess)
+    guess = (y - mu) * np.exp(-s)
+    error = np.abs(guess - z).max(axis=0)
+    print(f"after pass {k}: max |z_i - z| per coordinate i = 1..{D_SMALL}: "
+          + "  ".join(f"{e:.1e}" for e in error))
+
+# %% [markdown]
+# This layer is the **inverse autoregressive flow** (IAF, Kingma et al. 2016): cheap to sample,
+# and the sample's own density is cheap too (`flow.sample_and_log_prob` reuses the one forward
+# pass), but the density of *given* data costs D passes. `Invert(layer)` swaps the two
+# directions: its forward is the layer's inverse and vice versa. `Invert(AffineAutoregressive())`
+# is the **masked autoregressive flow** (MAF, Papamakarios et al. 2017): density of data in one
+# pass, the right choice for maximum-likelihood training on data; sampling in D passes.
+#
+# We count network passes and time both flows, with the same parameters, on one batch of points.
+
+# %%
+class CountingAutoregressive(tinyflow.AffineAutoregressive):
+    """AffineAutoregressive that counts how often its MADE network is evaluated."""
+
+    def __init__(self, hidden):
+        super().__init__(hidden)
+        self.passes = 0
+
+    def _mu_s(self, params, z):
+        self.passes += 1
+        return super()._mu_s(params, z)
+
+
+def cost(layer, operation):
+    """(wall time in ms of the fastest of REPEATS calls, MADE passes per call) of operation().
+    The fastest run is the one least disturbed by other programs (the advice of `timeit`)."""
+    times = []
+    layer.passes = 0
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        operation()
+        times.append(time.perf_counter() - start)
+    return 1000 * min(times), layer.passes // REPEATS
+
+
+costs = {}
+print(f"cost per call on {NUM_POINTS} points, ms (fastest of {REPEATS}) [MADE passes]:")
+print(f"{'D':>3s} | {'IAF sample':>14s} | {'IAF log_prob':>14s} | {'MAF sample':>14s} | {'MAF log_prob':>14s}")
+for dim in DIMS:
+    layer = CountingAutoregressive(hidden=HIDDEN)
+    iaf = tinyflow.Flow(tinyflow.StandardNormal(dim), [layer])
+    maf = tinyflow.Flow(tinyflow.StandardNormal(dim), [tinyflow.Invert(layer)])
+    params = {"base": {}, "layers": [random_params(layer, rng, dim, scale=0.3)]}
+    x = rng.standard_normal((NUM_POINTS, dim))
+    costs[dim] = [cost(layer, lambda: iaf.sample(params, rng, NUM_POINTS)),
+                  cost(layer, lambda: iaf.log_prob(params, x)),
+                  cost(layer, lambda: maf.sample(params, rng, NUM_POINTS)),
+                  cost(layer, lambda: maf.log_prob(params, x))]
+    print(f"{dim:3d} | " + " | ".join(f"{ms:8.2f} [{n:2d}]" for ms, n in costs[dim]))
+    z = rng.standard_normal((NUM_POINTS, dim))
+    x, log_det_iaf = layer.forward(params["layers"][0], z)            # IAF forward
+    z_back, log_det_maf = tinyflow.Invert(layer).forward(params["layers"][0], x)  # MAF forward
+    x_back = layer.forward(params["layers"][0], tinyflow.Invert(layer).forward(params["layers"][0], z)[0])[0]
+    print(f"    D = {dim}: max |MAF(IAF(z)) - z| = {np.abs(z_back - z).max():.1e}, "
+          f"max |IAF(MAF(z)) - z| = {np.abs(x_back - z).max():.1e}, "
+          f"max |log_det IAF + log_det MAF| = {np.abs(log_det_iaf + log_det_maf).max():.1e}")
+for dim in DIMS:
+    (iaf_sample, _), (iaf_density, _), (maf_sample, _), (maf_density, _) = costs[dim]
+    print(f"D = {dim:2d}: IAF log_prob / IAF sample = {iaf_density / iaf_sample:5.1f}x, "
+          f"MAF sample / MAF log_prob = {maf_sample / maf_density:5.1f}x")
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 5))
+names = ["IAF sample", "IAF log_prob", "MAF sample", "MAF log_prob"]
+styles = ["C0-o", "C0--s", "C1-o", "C1--s"]
+for k, (name, style) in enumerate(zip(names, styles)):
+    ax.loglog(DIMS, [costs[dim][k][0] for dim in DIMS], style, label=name)
+ax.loglog(DIMS, [dim * costs[dim][0][0] for dim in DIMS], "k:", label="D x (IAF sample): D one-pass costs")
+ax.set_xticks(DIMS, [str(dim) for dim in DIMS])
+ax.xaxis.set_minor_formatter(NullFormatter())
+ax.set_xlabel("dimension D")
+ax.set_ylabel(f"wall time per call on {NUM_POINTS} points (ms)")
+ax.set_title("the slow direction costs D network passes")
+ax.legend()
+savefig(fig, "ch04_iaf_vs_maf_cost.png", args.figures_dir)
+
+# %% [markdown]
+# ## 3. The first flow: N(0, I) to N((5, 5), 0.5² I) with one layer
+#
+# The FlowTorch tutorial's first example trains a single `AffineAutoregressive` layer by
+# maximum likelihood (forward KL) on fresh samples of $\mathcal N((5, 5), 0.5^2 I)$. The exact
+# answer is inside the family: $\mu_i = 5$, $s_i = \log 0.5$, constant. The lowest NLL any model
+# can reach is the target's entropy, $H = 1 + \log 2\pi - 2\log 2 = 1.45158$.
+
+# %%
+target = tinyflow.ShiftedGaussian()
+flow = tinyflow.Flow(tinyflow.StandardNormal(2), [tinyflow.AffineAutoregressive(hidden=HIDDEN)])
+start = time.perf_counter()
+params, history = tinyflow.fit(tinyflow.forward_kl(flow), flow.init(rng), target.sample, rng,
+                               num_steps=NUM_STEPS, batch_size=BATCH_SIZE, step_size=LEARNING_RATE)
+print(f"trained {NUM_STEPS} steps in {time.perf_counter() - start:.1f} s")
+report = tinyflow.held_out_report(flow, params, target, rng, NUM_HELD_OUT)
+print(tinyflow.format_report(report, "first flow"))
+mu, s = flow.layers[0]._mu_s(params["layers"][0], rng.standard_normal((1000, 2)))
+print(f"learned mu: mean {np.round(mu.mean(axis=0), 4)} (target 5); "
+      f"learned scale exp(s): mean {np.round(np.exp(s).mean(axis=0), 4)} (target 0.5)")
+
+
+def running_mean(values, window):
+    return np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+window = min(50, NUM_STEPS)
+for points, name, colour in ((rng.standard_normal((1000, 2)), "base z ~ N(0, I)", "0.6"),
+                             (target.sample(rng, 1000), "target N((5, 5), 0.5^2 I)", "C0"),
+                             (flow.sample(params, rng, 1000), "learned flow samples", "C1")):
+    axes[0].scatter(*points.T, s=3, color=colour, alpha=0.6, label=name)
+axes[0].set_aspect("equal")
+axes[0].set_xlabel("x1")
+axes[0].set_ylabel("x2")
+axes[0].set_title(f"one AffineAutoregressive layer: KL {report['kl']:.4f} +- {report['kl_se']:.4f}")
+axes[0].legend(loc="upper left", markerscale=4)
+axes[1].plot(history["loss"], lw=0.5, alpha=0.5, label="training NLL (fresh batches)")
+axes[1].plot(np.arange(window - 1, NUM_STEPS), running_mean(history["loss"], window), "C1",
+             label=f"running mean of {window} steps")
+axes[1].axhline(target.entropy, color="k", ls="--", label=f"entropy {target.entropy:.5f} (the floor)")
+axes[1].set_yscale("log")
+axes[1].set_xlabel("step")
+axes[1].set_ylabel("NLL (nats, log scale)")
+axes[1].set_title("loss curve")
+axes[1].legend()
+savefig(fig, "ch04_first_flow.png", args.figures_dir)
+
+# %% [markdown]
+# ## 4. Why the scale parameterisation matters
+#
+# The network outputs an unbounded number $s_{\text{raw}}$; the layer must turn it into a
+# positive scale. An unbounded $e^{s_{\text{raw}}}$ can overflow after one bad step, so every
+# library bounds it somehow, and the choice decides whether this easy target is reachable.
+#
+# - **Ours (soft bound):** $s = s_{\max}\tanh(s_{\text{raw}} / s_{\max})$, scale $= e^{s}$, with
+#   $s_{\max} = 5$. Identity near zero (a zero-initialised last layer starts at the identity
+#   map), smooth, a gradient that is never exactly zero, and a range $e^{\pm 5}$ that contains
+#   the needed $0.5$ with room to spare.
+# - **Hard clamp:** $s = \mathrm{clip}(s_{\text{raw}}, -5, 3)$. Fine inside the interval, but
+#   once a step throws $s_{\text{raw}}$ outside it, $ds / ds_{\text{raw}} = 0$ and that output
+#   receives no gradient to come back with.
+# - **Sigmoid gate:** scale $= \sigma(s_{\text{raw}} + 2) + 10^{-3} \in (0.001, 1.001)$, applied
+#   in the *density* direction, $z = \mu + \text{scale}\cdot x$ (the $+2$ starts the gate near 1,
+#   almost the identity). Such a layer can only shrink data on the way to the noise, so on the
+#   way back the generated spread is at least $1/1.001$ of the base's. The target needs $0.5$:
+#   out of reach, whatever the training budget. A softplus scale applied the same way has no
+#   upper bound and can reach it, but starts at $\log 2$ and approaches large scales only
+#   linearly.
+#
+# With the generated standard deviation stuck at $\sigma \ge 1/1.001$ and the mean free, the best
+# possible KL is, per coordinate, $\log(\sigma / 0.5) + 0.5^2 / (2\sigma^2) - 1/2$. We define
+# the gated layer in a few lines, by overriding the conditioner `_mu_s`, and train it with the
+# same budget. `Invert` makes its gated scale act in the density direction, as a MAF.
+
+# %%
+class SigmoidGatedAutoregressive(tinyflow.AffineAutoregressive):
+    """As AffineAutoregressive, but scale = exp(s) = sigmoid(s_raw + 2) + 1e-3, in (0.001, 1.001)."""
+
+    def _mu_s(self, params, z):
+        mu, s_raw = anp.split(made(params, self.masks(z.shape[1]), z), 2, axis=1)
+        return mu, anp.log(1 / (1 + anp.exp(-(s_raw + 2))) + 1e-3)
+
+
+gated = tinyflow.Flow(tinyflow.StandardNormal(2), [tinyflow.Invert(SigmoidGatedAutoregressive(hidden=HIDDEN))])
+gated_params, gated_history = tinyflow.fit(tinyflow.forward_kl(gated), gated.init(rng), target.sample, rng,
+                                           num_steps=NUM_STEPS, batch_size=BATCH_SIZE, step_size=LEARNING_RATE)
+gated_report = tinyflow.held_out_report(gated, gated_params, target, rng, NUM_HELD_OUT)
+print(tinyflow.format_report(gated_report, "sigmoid-gated scale"))
+sigma = 1 / 1.001
+floor = 2 * (np.log(sigma / 0.5) + 0.5 ** 2 / (2 * sigma ** 2) - 0.5)
+print(f"best KL any sigmoid-gated layer can reach (generated std >= 1/1.001): {floor:.5f}")
+print(f"after {NUM_STEPS} steps: soft-bounded KL {report['kl']:.5f} +- {report['kl_se']:.5f}, "
+      f"sigmoid-gated KL {gated_report['kl']:.5f} +- {gated_report['kl_se']:.5f}")
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+raw = np.linspace(-8, 8, 801)
+axes[0].plot(raw, np.exp(5 * np.tanh(raw / 5)), "C1", label="soft bound: exp(5 tanh(raw / 5))")
+axes[0].plot(raw, np.exp(np.clip(raw, -5, 3)), "C2--", label="hard clamp: exp(clip(raw, -5, 3))")
+axes[0].plot(raw, 1 / (1 / (1 + np.exp(-(raw + 2))) + 1e-3), "C3",
+             label="sigmoid gate, as generated: 1 / (sigmoid(raw + 2) + 0.001)")
+axes[0].axhline(0.5, color="k", ls=":", label="scale the target needs: 0.5")
+axes[0].set_yscale("log")
+axes[0].set_xlabel("network output s_raw")
+axes[0].set_ylabel("generative scale (log axis)")
+axes[0].set_title("which scales each parameterisation can produce")
+axes[0].legend(fontsize=8)
+for hist, name, colour in ((history, "soft-bounded (ours)", "C1"), (gated_history, "sigmoid-gated", "C3")):
+    axes[1].plot(np.arange(window - 1, NUM_STEPS), running_mean(hist["loss"], window) - target.entropy,
+                 colour, label=f"{name}: running mean of training NLL - entropy")
+axes[1].axhline(floor, color="C3", ls="--", label=f"best any sigmoid-gated layer can do: {floor:.3f}")
+axes[1].axhline(0, color="k", lw=0.8, label="0: the entropy floor")
+axes[1].set_yscale("symlog", linthresh=0.01)     # logarithmic above 0.01, linear (and signed) below
+axes[1].set_ylim(-0.03, 20)
+axes[1].set_xlabel("step")
+axes[1].set_ylabel("NLL - entropy (nats, symlog scale)")
+axes[1].set_title("same budget, different scale parameterisation")
+axes[1].legend(fontsize=8)
+savefig(fig, "ch04_scale_parameterisation.png", args.figures_dir)
+
+# %% [markdown]
+# ## Summary
+#
+# - MADE turns one MLP into $D$ autoregressive conditioners with fixed masks built from degrees;
+#   autograd's Jacobian of its outputs is exactly zero wherever output $i$ would see input
+#   $j \ge i$, so the layer's Jacobian is lower-triangular and its log-det is $\sum_i s_i$.
+# - `AffineAutoregressive` (an IAF) samples in one network pass and needs $D$ passes to evaluate
+#   the density of given data; `Invert(AffineAutoregressive())` (a MAF) is the same bijection
+#   the other way round, with the costs swapped. With the same parameters each undoes the other
+#   to rounding error.
+# - One layer learns $\mathcal N((5, 5), 0.5^2 I)$ from $\mathcal N(0, I)$ to a KL of a few
+#   thousandths of a nat in 3001 steps, because its soft-bounded log-scale reaches $0.5$ easily.
+# - A sigmoid-gated scale in the density direction cannot generate a spread below the base's,
+#   so it stalls above a floor we can compute, whatever the budget.
+#
+# ## Exercises
+#
+# 1. Rerun the chapter with `--seed 1`, `--seed 2`, ... How much does the first flow's KL vary
+#    from seed to seed, compared with its standard error?
+# 2. Why is the last hidden-to-output mask strict ($>$) but the others not ($\ge$)? Make the
+#    last one $\ge$ and find the entry of the Jacobian that stops being zero.
+# 3. Train the first flow as a MAF, `Invert(AffineAutoregressive())`. Is it faster per step?
+#    Why? Does it reach the same KL?
+# 4. Replace the sigmoid gate by `scale = softplus(s_raw) + 1e-3` in the density direction. Can
+#    it reach the target now? How far does it get in 3001 steps?
+# 5. With a hard clamp, $s = \mathrm{clip}(s_{\text{raw}}, -5, 3)$, write down
+#    $\partial\,\text{loss} / \partial s_{\text{raw}}$ for $s_{\text{raw}} > 3$. What happens to a
+#    unit whose output is pushed there early in training?
+# 6. Put two `AffineAutoregressive` layers in a flow with `Reverse()` between them and fit the
+#    `Banana` target. Why does the second layer need the reversal?
