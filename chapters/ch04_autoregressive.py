@@ -24,6 +24,7 @@
 import time
 
 import autograd.numpy as anp
+from autograd import elementwise_grad
 import matplotlib.pyplot as plt
 from matplotlib.collections import LineCollection
 from matplotlib.ticker import NullFormatter
@@ -258,7 +259,8 @@ savefig(fig, "ch04_iaf_vs_maf_cost.png", args.figures_dir)
 # The FlowTorch tutorial's first example trains a single `AffineAutoregressive` layer by
 # maximum likelihood (forward KL) on fresh samples of $\mathcal N((5, 5), 0.5^2 I)$. The exact
 # answer is inside the family: $\mu_i = 5$, $s_i = \log 0.5$, constant. The lowest NLL any model
-# can reach is the target's entropy, $H = 1 + \log 2\pi - 2\log 2 = 1.45158$.
+# can reach is the target's entropy, $H = 1 + \log 2\pi - 2\log 2 = 1.45158$. Each training step
+# evaluates `log_prob` of data, the IAF's slow direction: $D = 2$ network passes.
 
 # %%
 target = tinyflow.ShiftedGaussian()
@@ -304,8 +306,8 @@ savefig(fig, "ch04_first_flow.png", args.figures_dir)
 # ## 4. Why the scale parameterisation matters
 #
 # The network outputs an unbounded number $s_{\text{raw}}$; the layer must turn it into a
-# positive scale. An unbounded $e^{s_{\text{raw}}}$ can overflow after one bad step, so every
-# library bounds it somehow, and the choice decides whether this easy target is reachable.
+# positive scale. An unbounded $e^{s_{\text{raw}}}$ can overflow after one bad step, so most
+# libraries bound it somehow, and the choice decides whether this easy target is reachable.
 #
 # - **Ours (soft bound):** $s = s_{\max}\tanh(s_{\text{raw}} / s_{\max})$, scale $= e^{s}$, with
 #   $s_{\max} = 5$. Identity near zero (a zero-initialised last layer starts at the identity
@@ -315,13 +317,22 @@ savefig(fig, "ch04_first_flow.png", args.figures_dir)
 #   once a step throws $s_{\text{raw}}$ outside it, $ds / ds_{\text{raw}} = 0$ and that output
 #   receives no gradient to come back with.
 # - **Sigmoid gate:** scale $= \sigma(s_{\text{raw}} + 2) + 10^{-3} \in (0.001, 1.001)$, applied
-#   in the *density* direction, $z = \mu + \text{scale}\cdot x$ (the $+2$ starts the gate near 1,
-#   almost the identity). Such a layer can only shrink data on the way to the noise, so on the
-#   way back the generated spread is at least $1/1.001$ of the base's. The target needs $0.5$:
-#   out of reach, whatever the training budget. A softplus scale applied the same way has no
-#   upper bound and can reach it, but starts at $\log 2$ and approaches large scales only
-#   linearly.
+#   in the *density* direction, $z_i = \mu_i(x_{<i}) + \text{scale}_i \cdot x_i$ (the $+2$ starts
+#   the gate at $\sigma(2) = 0.88$, near the identity). Such a layer can only shrink data on the
+#   way to the noise, so on the way back the generated spread is at least $1/1.001$ of the
+#   base's. The target needs $0.5$: out of reach, whatever the training budget. The trap is the
+#   upper bound, not the gate's shape: a softplus scale, unbounded above, is not caught by it.
 #
+# The derivative $ds / ds_{\text{raw}}$ is what carries the gradient back to the network:
+
+# %%
+soft_bound = lambda s_raw: 5.0 * anp.tanh(s_raw / 5.0)
+hard_clamp = lambda s_raw: anp.clip(s_raw, -5.0, 3.0)
+for name, bound in (("soft bound 5 tanh(s_raw / 5)", soft_bound), ("hard clamp clip(s_raw, -5, 3)", hard_clamp)):
+    slopes = elementwise_grad(bound)(np.array([0.0, 2.0, 3.5, 6.0]))
+    print(f"ds/ds_raw of the {name} at s_raw = 0, 2, 3.5, 6: {np.round(slopes, 4)}")
+
+# %% [markdown]
 # With the generated standard deviation stuck at $\sigma \ge 1/1.001$ and the mean free, the best
 # possible KL is, per coordinate, $\log(\sigma / 0.5) + 0.5^2 / (2\sigma^2) - 1/2$. We define
 # the gated layer in a few lines, by overriding the conditioner `_mu_s`, and train it with the
@@ -401,5 +412,7 @@ savefig(fig, "ch04_scale_parameterisation.png", args.figures_dir)
 # 5. With a hard clamp, $s = \mathrm{clip}(s_{\text{raw}}, -5, 3)$, write down
 #    $\partial\,\text{loss} / \partial s_{\text{raw}}$ for $s_{\text{raw}} > 3$. What happens to a
 #    unit whose output is pushed there early in training?
-# 6. Put two `AffineAutoregressive` layers in a flow with `Reverse()` between them and fit the
+# 6. The first flow's loss curve has a long plateau before its final descent. Train for 1500
+#    steps and print the learned `mu` and `exp(s)` (as in section 3). Which is not yet right?
+# 7. Put two `AffineAutoregressive` layers in a flow with `Reverse()` between them and fit the
 #    `Banana` target. Why does the second layer need the reversal?

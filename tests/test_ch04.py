@@ -95,6 +95,14 @@ def test_sigmoid_gated_scale_never_beats_its_floor(run):
     assert numbers["kl"] > floor - 5 * numbers["kl_se"]
 
 
+def test_hard_clamp_cuts_the_gradient_and_the_soft_bound_does_not(run):
+    def slopes(name):
+        line = re.search(rf"ds/ds_raw of the {re.escape(name)} at s_raw = 0, 2, 3.5, 6: \[(.*)\]", run[0]).group(1)
+        return [float(v) for v in line.split()]
+    assert all(slope > 0.1 for slope in slopes("soft bound 5 tanh(s_raw / 5)"))
+    assert slopes("hard clamp clip(s_raw, -5, 3)") == [1.0, 1.0, 0.0, 0.0]
+
+
 @pytest.mark.parametrize("name", FIGURES)
 def test_figure_is_written(run, name):
     stdout, tmp_path = run
