@@ -27,15 +27,18 @@ class LeakyReLU:
     def _log_alpha(self, params, dim):
         return params["log_alpha"] if self.learnable else np.full(dim, np.log(self.alpha))
 
+    def _dim(self, params):
+        return len(params["log_alpha"]) if self.learnable else None   # a fixed slope fits any D
+
     def forward(self, params, x):
-        x = check_points(x)
+        x = check_points(x, self._dim(params))
         log_alpha = self._log_alpha(params, x.shape[1])
         negative = x < 0
         y = np.where(negative, np.exp(log_alpha) * x, x)
         return y, np.sum(negative * log_alpha, axis=1)
 
     def inverse(self, params, y):
-        y = check_points(y, name="y")
+        y = check_points(y, self._dim(params), "y")
         log_alpha = self._log_alpha(params, y.shape[1])
         negative = y < 0
         x = np.where(negative, np.exp(-log_alpha) * y, y)
