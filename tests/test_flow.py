@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tinyflow as tf
+from strategies_core import CHI2_64_BOUND, histogram_chi2, integrate_2d, midpoints
 
 HIDDEN = (8,)
 
@@ -25,19 +26,6 @@ def pushed(flow, seed, scale):
     rng = np.random.default_rng(seed)
     theta, unflatten = flatten(flow.init(rng))
     return unflatten(theta + scale * rng.standard_normal(theta.shape))
-
-
-def midpoints(lo, hi, n):
-    edges = np.linspace(lo, hi, n + 1)
-    return (edges[1:] + edges[:-1]) / 2, edges[1] - edges[0]
-
-
-def integrate_2d(log_density, lo, hi, n):
-    """Midpoint rule of exp(log_density) over the box [lo, hi] with n x n cells."""
-    c0, w0 = midpoints(lo[0], hi[0], n)
-    c1, w1 = midpoints(lo[1], hi[1], n)
-    grid = np.stack(np.meshgrid(c0, c1, indexing="ij"), axis=-1).reshape(-1, 2)
-    return np.sum(np.exp(log_density(grid))) * w0 * w1
 
 
 def image_box(flow, params, radius):
@@ -98,26 +86,16 @@ def test_2d_density_integrates_to_one(name, seed):
 
 @pytest.mark.parametrize("name", sorted(FLOWS_2D))
 def test_samples_follow_log_prob(name):
-    """Chi-square of a 2D histogram of n samples against the bin probabilities from log_prob.
-    8 x 8 bins plus one "outside" bin: under the model the statistic is ~ chi^2(64), mean 64,
-    sd 11.3; we allow 64 + 6 sd = 132 (p ~ 1e-6). Bin probabilities come from a 20 x 20 midpoint
-    rule per bin, accurate to ~1e-8, far below the binomial noise. A log-det with the wrong sign
-    or a sample path that disagrees with log_prob gives a statistic in the thousands."""
+    """Chi-square of a 2D histogram of 1e5 samples against bin probabilities from log_prob (see
+    strategies_core.histogram_chi2). A log-det with the wrong sign, or a sampling path that
+    disagrees with log_prob, gives a statistic in the thousands."""
     flow = FLOWS_2D[name]()
     params = pushed(flow, 0, 0.3)
-    n = 100_000
     pilot = flow.sample(params, np.random.default_rng(1), 2000)       # bin edges from other samples
-    edges = [np.quantile(pilot[:, i], np.linspace(0.02, 0.98, 9)) for i in range(2)]
-    x = flow.sample(params, np.random.default_rng(2), n)
-    counts = np.histogram2d(x[:, 0], x[:, 1], bins=edges)[0]
-    probs = np.array([[integrate_2d(lambda p: flow.log_prob(params, p), [a0, a1], [b0, b1], 20)
-                       for a1, b1 in zip(edges[1][:-1], edges[1][1:])]
-                      for a0, b0 in zip(edges[0][:-1], edges[0][1:])])
-    observed = np.append(counts.ravel(), n - counts.sum())
-    expected = n * np.append(probs.ravel(), 1 - probs.sum())
-    chi2 = np.sum((observed - expected) ** 2 / expected)
+    x = flow.sample(params, np.random.default_rng(2), 100_000)
+    chi2 = histogram_chi2(x, pilot, lambda p: flow.log_prob(params, p))
     print(f"{name}: chi^2 = {chi2:.1f} on 64 degrees of freedom")
-    assert chi2 < 132
+    assert chi2 < CHI2_64_BOUND
 
 
 def test_sample_and_log_prob_agrees_with_log_prob():
