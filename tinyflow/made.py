@@ -18,6 +18,8 @@ made(params, masks, x): (N, D) -> (N, channels * D), channel c in columns [c*D, 
 """
 import autograd.numpy as np
 
+from .mlp import dense_tanh
+
 
 def made_degrees(dim, hidden):
     """Degrees of the input layer and each hidden layer: a list of int arrays."""
@@ -38,5 +40,5 @@ def made_masks(dim, hidden, channels=2):
 
 def made(params, masks, x):
     for layer, mask in zip(params[:-1], masks[:-1]):
-        x = np.tanh(np.dot(x, layer["W"] * mask) + layer["b"])
+        x = dense_tanh(x, layer["W"] * mask, layer["b"])
     return np.dot(x, params[-1]["W"] * masks[-1]) + params[-1]["b"]
