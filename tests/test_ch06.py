@@ -83,3 +83,8 @@ def test_figure_is_written(run, name):
     stdout, tmp_path = run
     assert (tmp_path / "figures" / name).stat().st_size > 10_000
     assert f"wrote {tmp_path / 'figures' / name}" in stdout
+
+
+def test_no_fit_reaches_below_minus_log_Z(run):
+    match = re.search(rf"smallest KL\(q\|\|p\) / its standard error over the 8 fits: {FLOAT}", run[0])
+    assert match and float(match.group(1)) > -5

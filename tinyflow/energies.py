@@ -145,6 +145,6 @@ def reverse_report(flow, params, log_p, log_Z, rng, n=100_000):
 
 
 def format_reverse_report(report, label):
-    return (f"{label}: loss {report['loss']:.4f} (floor -log Z = {-report['log_Z']:.4f}), "
+    return (f"{label}: loss {report['loss']:.4f} (floor -log Z = {0.0 - report['log_Z']:.4f}), "
             f"KL(q||p) = {report['kl']:.4f} +- {report['kl_se']:.4f}, ESS = {100 * report['ess']:.1f}% "
             f"(log Z by IS {report['log_Z_is']:.4f}; n = {report['n']})")
