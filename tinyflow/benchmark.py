@@ -24,8 +24,6 @@ import time
 import tracemalloc
 
 import numpy as onp
-from autograd import value_and_grad
-from autograd.misc import flatten
 
 from .autoregressive import AffineAutoregressive
 from .coupling import AffineCoupling, alternating_masks
@@ -34,7 +32,7 @@ from .flow import Flow
 from .invert import Invert
 from .permutation import LULinear, Reverse
 from .targets import Banana, ShiftedGaussian, UniformConditionalGaussian
-from .train import adam_update, forward_kl
+from .train import adam_update, flat_loss_and_grad, forward_kl
 
 
 def timings(run, repeats, warmup):
@@ -55,13 +53,11 @@ def timings(run, repeats, warmup):
 def training_step(flow, sample_data, batch_size, seed=0):
     """One step of fit, as a function: a fresh batch, loss and gradient, finiteness check, AdamW."""
     rng = onp.random.default_rng(seed)
-    loss_and_grad = value_and_grad(forward_kl(flow))
-    theta, unflatten = flatten(flow.init(rng))
+    theta, _, loss_and_grad = flat_loss_and_grad(forward_kl(flow), flow.init(rng))
     state = {"theta": theta, "m": onp.zeros_like(theta), "v": onp.zeros_like(theta), "t": 0}
 
     def step():
-        value, g = loss_and_grad(unflatten(state["theta"]), sample_data(rng, batch_size))
-        g = flatten(g)[0]
+        value, g = loss_and_grad(state["theta"], sample_data(rng, batch_size))
         if onp.isfinite(value) and onp.all(onp.isfinite(g)):
             state["t"] += 1
             state["theta"], state["m"], state["v"] = adam_update(

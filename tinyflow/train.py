@@ -69,6 +69,28 @@ def adamw(grad, x, callback=None, num_iters=100, step_size=0.001, b1=0.9, b2=0.9
     return adam(grad, x, callback, num_iters, step_size, b1, b2, eps, weight_decay)
 
 
+def _map_leaves(f, tree):
+    """The same nesting of dicts, lists and tuples, with f applied to every leaf."""
+    if isinstance(tree, dict):
+        return {key: _map_leaves(f, value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_map_leaves(f, value) for value in tree)
+    return f(tree)
+
+
+def flat_loss_and_grad(loss, params):
+    """theta, unflatten, loss_and_grad: the loss as a function of one flat parameter vector theta,
+    loss_and_grad(theta, batch) -> (loss, gradient as a flat vector like theta).
+
+    Why flat: autograd differentiates a pytree argument as one boxed container, and on the
+    backward pass every lookup in it (params["layers"][k], layer["W"]) walks the whole container.
+    Rebuilding the pytree from theta[index] makes each leaf one cheap node instead; the gradient
+    is the same (a 16-block coupling step runs in about half the time)."""
+    theta, unflatten = flatten(params)
+    index = _map_leaves(lambda i: onp.asarray(i, dtype=int), unflatten(onp.arange(theta.size)))
+    return theta, unflatten, value_and_grad(lambda theta, batch: loss(_map_leaves(lambda i: theta[i], index), batch))
+
+
 def _batches(data, rng, batch_size):
     """Endless batches: fresh draws from a sampler data(rng, n), or shuffled epochs of an array."""
     if callable(data):
@@ -96,8 +118,7 @@ def fit(loss, params, data, rng, num_steps, batch_size, step_size=1e-3, weight_d
     """
     check_rng(rng)
     num_steps, batch_size = check_count(num_steps, "num_steps"), check_count(batch_size, "batch_size")
-    loss_and_grad = value_and_grad(loss)
-    theta, unflatten = flatten(params)
+    theta, unflatten, loss_and_grad = flat_loss_and_grad(loss, params)
     if not onp.all(onp.isfinite(theta)):
         raise ValueError("fit needs finite initial parameters")
     m, v, t = onp.zeros_like(theta), onp.zeros_like(theta), 0
@@ -106,8 +127,7 @@ def fit(loss, params, data, rng, num_steps, batch_size, step_size=1e-3, weight_d
     best, best_value, stale, run = theta, onp.inf, 0, 0
     batches = _batches(data, rng, batch_size)
     for step in range(num_steps):
-        value, g = loss_and_grad(unflatten(theta), next(batches))
-        g = flatten(g)[0]
+        value, g = loss_and_grad(theta, next(batches))
         if not (onp.isfinite(value) and onp.all(onp.isfinite(g))):
             history["skipped"] += 1
             run += 1
