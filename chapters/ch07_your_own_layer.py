@@ -38,7 +38,7 @@ LEARNING_RATE = 3e-3
 BATCH_SIZE = 256
 HIDDEN = (16, 16) if args.quick else (32, 32)
 NUM_TEST = 2_000 if args.quick else 100_000  # fresh held-out samples
-GRID = 60 if args.quick else 150             # heat-map resolution
+GRID = 40 if args.quick else 150             # heat-map resolution
 NUM_SHOW = 1_000 if args.quick else 4_000    # base samples drawn in the scatter figures
 rng = onp.random.default_rng(SEED)
 
@@ -107,7 +107,7 @@ def perturb(params, rng, scale):
 
 layer = ResidualTanh()
 params = perturb(layer.init(rng, 2), rng, scale=2.5)
-x = rng.uniform(-3, 3, size=(64, 2))
+x = rng.uniform(-3, 3, size=(32, 2))
 a, b, kappa = layer.a_b_kappa(params)
 print(f"a = {onp.round(a, 3)}, b = {onp.round(b, 3)}, kappa = a b = {onp.round(kappa, 3)} (> -1)")
 print(f"{len(x)} points x, with {int((x < 0).sum(0)[0])} / {int((x < 0).sum(0)[1])} negative entries in coordinates 1 / 2")
@@ -241,7 +241,7 @@ savefig(layer_plots.density_after_layers(flow, flow_params, z, n=GRID), "ch07_de
 for k in range(len(flow.layers) + 1):
     flow_k, params_k = layer_plots.truncated(flow, flow_params, k)
     xlim, ylim = [(lo - (hi - lo), hi + (hi - lo)) for lo, hi in zip(steps[k].min(0), steps[k].max(0))]
-    X, Y, points = tf.plotting.grid(xlim, ylim, 2 * GRID)
+    X, Y, points = tf.plotting.grid(xlim, ylim, 200 if args.quick else 400)    # a Riemann sum
     mass = onp.exp(flow_k.log_prob(params_k, points)).sum() * (X[0, 1] - X[0, 0]) * (Y[1, 0] - Y[0, 0])
     print(f"q_{k}: integral over a grid around its samples = {mass:.4f}")
 
