@@ -32,9 +32,8 @@ def check_points(x, dim=None, name="x"):
         raise ValueError(f"{name} must have at least one row and one column, got shape {value.shape}")
     if dim is not None and value.shape[1] != dim:
         raise ValueError(f"{name} must have {dim} columns (shape (N, {dim})), got shape {value.shape}")
-    bad = ~onp.isfinite(value)
-    if bad.any():
-        raise ValueError(f"{name} must be finite, got {int(bad.sum())} NaN/inf entries")
+    if not onp.isfinite(value).all():                  # one pass on the hot path; count only on failure
+        raise ValueError(f"{name} must be finite, got {int((~onp.isfinite(value)).sum())} NaN/inf entries")
     return x
 
 
