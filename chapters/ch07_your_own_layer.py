@@ -240,8 +240,8 @@ savefig(layer_plots.density_after_layers(flow, flow_params, z, n=GRID), "ch07_de
         args.figures_dir)
 for k in range(len(flow.layers) + 1):
     flow_k, params_k = layer_plots.truncated(flow, flow_params, k)
-    xlim, ylim = [(lo - (hi - lo), hi + (hi - lo)) for lo, hi in zip(steps[k].min(0), steps[k].max(0))]
-    X, Y, points = tf.plotting.grid(xlim, ylim, 200 if args.quick else 400)    # a Riemann sum
+    xlim, ylim = [(lo - (hi - lo) / 2, hi + (hi - lo) / 2) for lo, hi in zip(steps[k].min(0), steps[k].max(0))]
+    X, Y, points = tf.plotting.grid(xlim, ylim, 130 if args.quick else 300)    # a Riemann sum
     mass = onp.exp(flow_k.log_prob(params_k, points)).sum() * (X[0, 1] - X[0, 0]) * (Y[1, 0] - Y[0, 0])
     print(f"q_{k}: integral over a grid around its samples = {mass:.4f}")
 
