@@ -20,6 +20,9 @@ ROUND_TRIP_TOL = 1e-8
 AUTOGRAD_TOL = 1e-8        # log_det and autograd's Jacobian are both exact up to rounding
 FINITE_DIFF_TOL = 1e-6     # central differences, h = 1e-5: O(h^2) truncation + O(eps/h) rounding
 every_layer = pytest.mark.parametrize("name", LAYER_NAMES)
+# 20 layers x 11 properties: 15 draws per layer and property for the cheap checks, 8 where each
+# draw builds autograd Jacobians, keep this file near 15 s of CPU on 2 cores.
+CHEAP, COSTLY = settings(max_examples=15), settings(max_examples=8)
 
 
 def relative_error(a, b):
@@ -35,6 +38,7 @@ def log_abs_det(jacobians):
 
 @every_layer
 @given(data=st.data())
+@CHEAP
 def test_inverse_undoes_forward(name, data):
     layer, params, x, _ = data.draw(layer_draw(name))
     y, _ = layer.forward(params, x)
@@ -43,6 +47,7 @@ def test_inverse_undoes_forward(name, data):
 
 @every_layer
 @given(data=st.data())
+@CHEAP
 def test_forward_undoes_inverse(name, data):
     layer, params, _, y = data.draw(layer_draw(name))
     x, _ = layer.inverse(params, y)
@@ -51,7 +56,7 @@ def test_forward_undoes_inverse(name, data):
 
 @every_layer
 @given(data=st.data())
-@settings(max_examples=10)    # autograd Jacobians, one backward pass per row and point
+@COSTLY
 def test_log_det_matches_autograd_jacobian(name, data):
     layer, params, x, _ = data.draw(layer_draw(name))
     jacobians = tf.autograd_jacobian(lambda p: layer.forward(params, p)[0], x)
@@ -62,6 +67,7 @@ def test_log_det_matches_autograd_jacobian(name, data):
 
 @every_layer
 @given(data=st.data())
+@CHEAP
 def test_log_det_matches_finite_difference_jacobian(name, data):
     layer, params, x, _ = data.draw(layer_draw(name))
     jacobians = tf.numerical_jacobian(lambda p: layer.forward(params, p)[0], x)
@@ -70,6 +76,7 @@ def test_log_det_matches_finite_difference_jacobian(name, data):
 
 @every_layer
 @given(data=st.data())
+@CHEAP
 def test_inverse_log_det_matches_finite_difference_jacobian(name, data):
     layer, params, _, y = data.draw(layer_draw(name))
     jacobians = tf.numerical_jacobian(lambda p: layer.inverse(params, p)[0], y)
@@ -78,6 +85,7 @@ def test_inverse_log_det_matches_finite_difference_jacobian(name, data):
 
 @every_layer
 @given(data=st.data())
+@CHEAP
 def test_inverse_log_det_is_minus_forward_log_det(name, data):
     layer, params, x, _ = data.draw(layer_draw(name))
     y, log_det = layer.forward(params, x)
@@ -109,7 +117,7 @@ COUPLINGS = [name for name in LAYER_NAMES if name.startswith("Coupling")]
 
 @pytest.mark.parametrize("name", COUPLINGS)
 @given(data=st.data())
-@settings(max_examples=10)
+@COSTLY
 def test_coupling_keeps_masked_coordinates_exactly(name, data):
     layer, params, x, _ = data.draw(layer_draw(name))
     y, _ = layer.forward(params, x)
@@ -121,7 +129,7 @@ def test_coupling_keeps_masked_coordinates_exactly(name, data):
 
 @pytest.mark.parametrize("name", COUPLINGS)
 @given(data=st.data())
-@settings(max_examples=10)
+@COSTLY
 def test_coupling_jacobian_is_triangular_with_kept_coordinates_first(name, data):
     layer, params, x, _ = data.draw(layer_draw(name))
     jacobians = tf.autograd_jacobian(lambda p: layer.forward(params, p)[0], x)
@@ -137,7 +145,7 @@ AUTOREGRESSIVE = [name for name in LAYER_NAMES if name.startswith(("IAF", "MAF")
 @pytest.mark.parametrize("name", AUTOREGRESSIVE)
 @pytest.mark.parametrize("direction", ["forward", "inverse"])
 @given(data=st.data())
-@settings(max_examples=10)
+@COSTLY
 def test_autoregressive_jacobian_is_lower_triangular(name, direction, data):
     layer, params, x, y = data.draw(layer_draw(name))
     step = getattr(layer, direction)
