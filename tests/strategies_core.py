@@ -1,5 +1,5 @@
-"""Shared test material: every layer the library ships, and Hypothesis strategies that draw
-parameters as well as inputs.
+"""Shared test material: every layer the library ships, Hypothesis strategies that draw
+parameters as well as inputs, and the quadrature / chi-square helpers of the density tests.
 
 Parameters are pushed away from their initial values: a coupling or autoregressive layer starts
 as the identity (zero last layer) and an LU layer starts as a permutation, so at init log_det = 0

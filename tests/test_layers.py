@@ -20,9 +20,11 @@ ROUND_TRIP_TOL = 1e-8
 AUTOGRAD_TOL = 1e-8        # log_det and autograd's Jacobian are both exact up to rounding
 FINITE_DIFF_TOL = 1e-6     # central differences, h = 1e-5: O(h^2) truncation + O(eps/h) rounding
 every_layer = pytest.mark.parametrize("name", LAYER_NAMES)
-# 20 layers x 11 properties: 15 draws per layer and property for the cheap checks, 8 where each
-# draw builds autograd Jacobians, keep this file near 15 s of CPU on 2 cores.
-CHEAP, COSTLY = settings(max_examples=15), settings(max_examples=8)
+# 20 layers x 11 properties: 15 draws per layer and property for the cheap checks and 8 where each
+# draw builds autograd Jacobians keep this file near 15 s of CPU; scaled with the loaded profile's
+# max_examples (25 by default), so HYPOTHESIS_PROFILE=dev still explores 12x more.
+_scale = settings.default.max_examples / 25
+CHEAP, COSTLY = settings(max_examples=round(15 * _scale)), settings(max_examples=round(8 * _scale))
 
 
 def relative_error(a, b):
