@@ -42,6 +42,14 @@ def test_untrained_flow_is_the_identity(run):
     assert match and float(match.group(1)) < 1e-12 and float(match.group(2)) < 1e-12
 
 
+def test_lu_log_det_matches_slogdet(run):
+    stdout, _ = run
+    match = re.search(rf"log\|det W\|: sum\(log_d\) = {NUMBER}, numpy slogdet = {NUMBER}", stdout)
+    assert match and abs(float(match.group(1)) - float(match.group(2))) < 1e-5
+    match = re.search(rf"round trip: max \|x - f\^-1\(f\(x\)\)\| = {NUMBER}", stdout)
+    assert match and float(match.group(1)) < 1e-12
+
+
 def test_skipped_steps_are_reported(run):
     stdout, _ = run
     assert re.search(r"trained \d+ steps in .* s \(\d+ ms/step\); skipped \d+ steps", stdout)
