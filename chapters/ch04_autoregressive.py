@@ -14,8 +14,10 @@
 # because $\partial y_i / \partial z_j = 0$ for $j > i$: the Jacobian is lower-triangular and its
 # diagonal is $e^{s_i}$.
 #
-# **Builds on.** Chapters 1-3: the change of variables, `Flow`, `fit` with `forward_kl`, the
-# held-out report (NLL, entropy, gap, paired KL), and `check_layer`.
+# **Builds on.** Chapter 1 (change of variables, `Flow`, `fit`, `forward_kl`), chapter 2
+# (`check_layer`, the held-out report against the entropy) and chapter 3 (`AffineCoupling`: an
+# MLP computes $s$ and $t$ of one half from the other half, a two-block special case of the
+# layer in this chapter).
 #
 # **Introduces.** `tinyflow/made.py` (MADE masks and network), `tinyflow/autoregressive.py`
 # (`AffineAutoregressive`, an IAF) and `tinyflow/invert.py` (`Invert`, which makes it a MAF).
