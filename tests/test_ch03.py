@@ -1,0 +1,99 @@
+"""Chapter 3 in --quick mode: the coupling layer passes its checks, the flow round-trips, every
+report and the cure table are printed with consistent numbers, and every figure (and the GIF)
+is written."""
+import re
+
+import pytest
+
+from chapter_runner import run_chapter
+
+FIGURES = ["ch03_target.png", "ch03_layers.png", "ch03_layers.gif", "ch03_samples.png",
+           "ch03_density.png", "ch03_loss_curves.png"]
+REPORT = (r"{}: NLL ([\d.-]+), entropy ([\d.-]+), gap ([\d.-]+), "
+          r"KL = mean\(log p - log q\) = ([\d.-]+) \+- ([\d.]+) \(n = (\d+)\)")
+CURES = ["none (section 8)", "early stopping", "weight decay", "smaller model", "all three"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("ch03")
+    return run_chapter("ch03_realnvp_banana.py", tmp_path), tmp_path
+
+
+def report(label, text):
+    match = re.search(REPORT.format(label), text)
+    assert match, f"no report line for {label!r} in:\n{text}"
+    nll, entropy, gap, kl, kl_se, n = match.groups()
+    return {"nll": float(nll), "entropy": float(entropy), "gap": float(gap), "kl": float(kl),
+            "kl_se": float(kl_se), "n": int(n)}
+
+
+def test_exact_entropy_agrees_with_its_monte_carlo_check(run):
+    match = re.search(r"entropy H\(p\) = ([\d.]+); Monte-Carlo check -mean log p = ([\d.]+) \+- ([\d.]+)", run[0])
+    exact, estimate, se = map(float, match.groups())
+    assert abs(exact - 4.22417) < 1e-5 and abs(exact - estimate) < 5 * se
+
+
+def test_coupling_with_moved_parameters_passes_check_layer(run):
+    errors = re.findall(r"check_layer, coupling with moved parameters: [^:]+: (\S+)", run[0])
+    assert len(errors) == 5 and all(float(error) < 1e-6 for error in errors)
+
+
+def test_coupling_jacobian_is_triangular(run):
+    match = re.search(r"max \|dy2/dx1\| over 50 points = (\S+)", run[0])
+    assert match and float(match.group(1)) == 0.0
+
+
+def test_flow_round_trip_is_exact(run):
+    match = re.search(r"flow round trip on 50 points: max \|f\(f\^-1\(x\)\) - x\| = (\S+)", run[0])
+    assert match and float(match.group(1)) < 1e-10
+
+
+def test_standardising_affine_starts_at_the_data_statistics(run):
+    match = re.search(r"log_scale = \[\s*([\d.]+)\s+([\d.]+)\], shift = \[\s*([\d.-]+)\s+([\d.-]+)\]", run[0])
+    log_scale_1, log_scale_2, shift_1, shift_2 = map(float, match.groups())
+    # exact std (sqrt 33, 4) and mean (4, 0); 1024 points give a few per cent of slack
+    assert abs(log_scale_1 - 0.5 * 3.4965) < 0.15 and abs(log_scale_2 - 1.3863) < 0.1
+    assert abs(shift_1 - 4) < 0.8 and abs(shift_2) < 0.8
+
+
+def test_standardising_beats_not_standardising_at_equal_steps(run):
+    with_std = report(r"standardised = True, \d+ steps", run[0])
+    without = report(r"standardised = False, \d+ steps", run[0])
+    assert with_std["kl"] < without["kl"]
+
+
+@pytest.mark.parametrize("label", [r"fresh samples, \d+ steps at lr [\d.e-]+", r"fresh samples, then \d+ more at lr [\d.e-]+",
+                                   "overfit model"])
+def test_report_gap_is_nll_minus_entropy(run, label):
+    numbers = report(label, run[0])
+    assert abs(numbers["entropy"] - 4.22417) < 1e-5
+    assert abs(numbers["gap"] - (numbers["nll"] - numbers["entropy"])) < 2e-5
+
+
+def test_cure_table_has_every_cure_with_finite_numbers(run):
+    for name in CURES:
+        match = re.search(rf"^{re.escape(name)}\s+(\d+)\s+([\d.-]+)\s+([\d.-]+)\s+([\d.-]+) \+- ([\d.]+)\s+([\d.-]+)\s+(\d+)$",
+                          run[0], re.MULTILINE)
+        assert match, f"no table row for {name!r}"
+        steps, train, held_out, kl, se, median, far_off = match.groups()
+        assert int(steps) >= 1 and float(se) > 0
+
+
+def test_layer_trace_ends_near_a_standard_normal(run):
+    match = re.search(r"the last \(z\): mean = \(([\d.-]+), ([\d.-]+)\), std = \(([\d.]+), ([\d.]+)\)", run[0])
+    mean_1, mean_2, std_1, std_2 = map(float, match.groups())
+    assert abs(mean_1) < 0.5 and abs(mean_2) < 0.5 and 0.5 < std_1 < 2 and 0.5 < std_2 < 2
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_figure_is_written(run, name):
+    stdout, tmp_path = run
+    assert (tmp_path / "figures" / name).stat().st_size > 10_000
+    assert f"wrote {tmp_path / 'figures' / name}" in stdout
+
+
+def test_gif_is_an_animation(run):
+    data = (run[1] / "figures" / "ch03_layers.gif").read_bytes()
+    assert data[:6] in (b"GIF87a", b"GIF89a")
+    assert data.count(b"\x21\xf9\x04") > 1          # one graphic control block per frame
