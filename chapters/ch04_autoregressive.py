@@ -44,7 +44,7 @@ LEARNING_RATE = 5e-3
 BATCH_SIZE = 256 if args.quick else 1000    # fresh target samples every step
 HIDDEN = (64,)                              # MADE hidden layer of the first flow
 NUM_HELD_OUT = 10_000 if args.quick else 100_000
-DIMS = (2, 8) if args.quick else (2, 8, 32, 64)   # dimensions of the cost comparison
+DIMS = (2, 8) if args.quick else (2, 8, 32)       # dimensions of the cost comparison
 REPEATS = 3                                 # timing: fastest of at least this many calls
 NUM_POINTS = 250 if args.quick else 500     # points per timed call
 rng = np.random.default_rng(SEED)
@@ -421,5 +421,7 @@ savefig(fig, "ch04_scale_parameterisation.png", args.figures_dir)
 #    unit whose output is pushed there early in training?
 # 6. The first flow's loss curve has a long plateau before its final descent. Train for 1500
 #    steps and print the learned `mu` and `exp(s)` (as in section 3). Which is not yet right?
-# 7. Put two `AffineAutoregressive` layers in a flow with `Reverse()` between them and fit the
+# 7. Add $D = 64$ and $128$ to `DIMS`. Does the ratio of slow to fast direction keep growing
+#    like $D$? What else grows with $D$ inside one pass?
+# 8. Put two `AffineAutoregressive` layers in a flow with `Reverse()` between them and fit the
 #    `Banana` target. Why does the second layer need the reversal?
