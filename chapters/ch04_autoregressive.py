@@ -39,7 +39,7 @@ from tinyflow.plotting import chapter_args, savefig
 args = chapter_args(__doc__ or "Chapter 4: autoregressive flows, IAF and MAF")
 
 SEED = args.seed
-NUM_STEPS = 150 if args.quick else 3001     # the first flow's training budget
+NUM_STEPS = 100 if args.quick else 3001     # the first flow's training budget
 LEARNING_RATE = 5e-3
 BATCH_SIZE = 256 if args.quick else 1000    # fresh target samples every step
 HIDDEN = (64,)                              # MADE hidden layer of the first flow
@@ -206,11 +206,11 @@ class CountingAutoregressive(tinyflow.AffineAutoregressive):
 
 def cost(layer, operation):
     """(wall time in ms of the fastest call, MADE passes per call) of operation(), called at least
-    REPEATS times and for at least 50 ms. The fastest call is the one least disturbed by other
+    REPEATS times and for at least 20 ms. The fastest call is the one least disturbed by other
     programs (the advice of `timeit`); cheap calls get more tries."""
     times = []
     layer.passes = 0
-    while len(times) < REPEATS or sum(times) < 0.05:
+    while len(times) < REPEATS or sum(times) < 0.02:
         start = time.perf_counter()
         operation()
         times.append(time.perf_counter() - start)
