@@ -104,7 +104,7 @@ for channel, name in ((0, "mu"), (1, "s_raw")):
 # %%
 z = rng.standard_normal((5, D_SMALL))
 J_layer = tinyflow.autograd_jacobian(lambda points: small.forward(small_params, points)[0], z)
-s_small = small._mu_s(small_params, z)[1]
+s_small = small.mu_s(small_params, z)[1]
 print(f"max |dy_i / dz_j| over j > i: {np.abs(J_layer[:, np.triu(np.ones((4, 4), bool), 1)]).max()}")
 print(f"max |diag(dy/dz) - exp(s)|: {np.abs(np.diagonal(J_layer, axis1=1, axis2=2) - np.exp(s_small)).max():.1e}")
 for name, error in tinyflow.check_layer(small, small_params, z).items():
@@ -173,7 +173,7 @@ savefig(fig, "ch04_made_masks.png", args.figures_dir)
 y = small.forward(small_params, z)[0]
 guess = y                                              # the inverse's starting point
 for k in range(1, D_SMALL + 1):
-    mu, s = small._mu_s(small_params, guess)
+    mu, s = small.mu_s(small_params, guess)
     guess = (y - mu) * np.exp(-s)
     error = np.abs(guess - z).max(axis=0)
     print(f"after pass {k}: max |z_i - z| per coordinate i = 1..{D_SMALL}: "
@@ -199,9 +199,9 @@ class CountingAutoregressive(tinyflow.AffineAutoregressive):
         super().__init__(hidden)
         self.passes = 0
 
-    def _mu_s(self, params, z):
+    def mu_s(self, params, z):
         self.passes += 1
-        return super()._mu_s(params, z)
+        return super().mu_s(params, z)
 
 
 def cost(layer, operation):
@@ -278,7 +278,7 @@ params, history = tinyflow.fit(tinyflow.forward_kl(flow), flow.init(rng), target
 print(f"trained {NUM_STEPS} steps in {time.perf_counter() - start:.1f} s")
 report = tinyflow.held_out_report(flow, params, target, rng, NUM_HELD_OUT)
 print(tinyflow.format_report(report, "first flow"))
-mu, s = flow.layers[0]._mu_s(params["layers"][0], rng.standard_normal((1000, 2)))
+mu, s = flow.layers[0].mu_s(params["layers"][0], rng.standard_normal((1000, 2)))
 print(f"learned mu: mean {np.round(mu.mean(axis=0), 4)} (target 5); "
       f"learned scale exp(s): mean {np.round(np.exp(s).mean(axis=0), 4)} (target 0.5)")
 
@@ -342,14 +342,14 @@ for name, bound in (("soft bound 5 tanh(s_raw / 5)", soft_bound), ("hard clamp c
 # %% [markdown]
 # With the generated standard deviation stuck at $\sigma \ge 1/1.001$ and the mean free, the best
 # possible KL is, per coordinate, $\log(\sigma / 0.5) + 0.5^2 / (2\sigma^2) - 1/2$. We define
-# the gated layer in a few lines, by overriding the conditioner `_mu_s`, and train it with the
+# the gated layer in a few lines, by overriding the conditioner `mu_s`, and train it with the
 # same budget. `Invert` makes its gated scale act in the density direction, as a MAF.
 
 # %%
 class SigmoidGatedAutoregressive(tinyflow.AffineAutoregressive):
     """As AffineAutoregressive, but scale = exp(s) = sigmoid(s_raw + 2) + 1e-3, in (0.001, 1.001)."""
 
-    def _mu_s(self, params, z):
+    def mu_s(self, params, z):
         mu, s_raw = anp.split(made(params, self.masks(z.shape[1]), z), 2, axis=1)
         return mu, anp.log(1 / (1 + anp.exp(-(s_raw + 2))) + 1e-3)
 

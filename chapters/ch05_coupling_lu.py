@@ -121,8 +121,9 @@ savefig(fig, "ch05_target.png", args.figures_dir)
 # %% [markdown]
 # ## 2. The model: 16 blocks of (coupling, LU)
 #
-# Each block is an `AffineCoupling` whose conditioner is a 1 → 64 → 64 → 2 MLP (it reads the
-# kept coordinate and outputs $s$ and $t$ for the other one), then an `LULinear`, a learnable
+# Each block is an `AffineCoupling` whose conditioner is a 1 → 64 → 64 → 2 ReLU MLP (it reads
+# the kept coordinate and outputs $s$ and $t$ for the other one; ReLU as in normflows, and
+# about twice as fast per step here as tinyflow's default tanh), then an `LULinear`, a learnable
 # $W = PLU$ with $\log|\det W| = \sum_i \log d_i$. The MLP's last layer starts at zero and $W$
 # starts at $P = I$, so the untrained flow is the identity and $q = N(0, I)$.
 #
@@ -141,7 +142,7 @@ savefig(fig, "ch05_target.png", args.figures_dir)
 # %%
 layers = []
 for mask in tinyflow.alternating_masks(2, NUM_BLOCKS):
-    layers += [tinyflow.AffineCoupling(mask, hidden=HIDDEN), tinyflow.LULinear()]
+    layers += [tinyflow.AffineCoupling(mask, hidden=HIDDEN, activation="relu"), tinyflow.LULinear()]
 flow = tinyflow.Flow(tinyflow.StandardNormal(2), layers)
 params = flow.init(rng)
 print(f"{NUM_BLOCKS} blocks, {len(layers)} layers, {flatten(params)[0].size} parameters")

@@ -39,7 +39,9 @@ class AffineAutoregressive:
         self.masks(dim)
         return mlp_init(rng, [dim, *self.hidden, 2 * dim])
 
-    def _mu_s(self, params, z):
+    def mu_s(self, params, z):
+        """The conditioner: z (N, D) -> shift mu (N, D) and bounded log-scale s (N, D), where
+        column i depends on z_<i only. Override it to try another scale parameterisation."""
         dim = z.shape[1]
         h = made(params, self.masks(dim), z)
         mu, s_raw = h[:, :dim], h[:, dim:]
@@ -50,13 +52,13 @@ class AffineAutoregressive:
 
     def forward(self, params, z):
         z = self._check(params, z, "z")
-        mu, s = self._mu_s(params, z)
+        mu, s = self.mu_s(params, z)
         return mu + np.exp(s) * z, np.sum(s, axis=1)
 
     def inverse(self, params, y):
         y = self._check(params, y, "y")
         z = y
         for _ in range(y.shape[1]):           # pass i fixes coordinate i
-            mu, s = self._mu_s(params, z)
+            mu, s = self.mu_s(params, z)
             z = (y - mu) * np.exp(-s)
         return z, -np.sum(s, axis=1)

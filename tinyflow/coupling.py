@@ -28,9 +28,10 @@ def alternating_masks(dim, num_layers):
 
 
 class AffineCoupling:
-    """mask: sequence of 0/1 of length D with at least one of each; hidden: MLP widths."""
+    """mask: sequence of 0/1 of length D with at least one of each; hidden: MLP widths;
+    activation: "tanh" (smooth, the default) or "relu" (cheaper; kinks in s and t)."""
 
-    def __init__(self, mask, hidden=(64, 64), s_max=5.0):
+    def __init__(self, mask, hidden=(64, 64), s_max=5.0, activation="tanh"):
         mask = np.asarray(mask)
         if mask.ndim != 1 or not np.all((mask == 0) | (mask == 1)):
             raise ValueError(f"mask must be a 1D sequence of 0s and 1s, got {mask.tolist()}")
@@ -40,6 +41,9 @@ class AffineCoupling:
         self.mask = mask.astype(int)
         self.hidden = check_hidden(hidden)
         self.s_max = check_positive(s_max, "s_max")
+        if activation not in ("tanh", "relu"):
+            raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
+        self.activation = activation
         self.index_a = np.flatnonzero(self.mask == 1)              # kept coordinates
         self.index_b = np.flatnonzero(self.mask == 0)              # changed coordinates
         self.unsort = np.argsort(np.concatenate([self.index_a, self.index_b]))
@@ -49,15 +53,16 @@ class AffineCoupling:
             raise ValueError(f"mask has length {len(self.mask)} but the flow has dim {dim}")
         return mlp_init(rng, [len(self.index_a), *self.hidden, 2 * len(self.index_b)])
 
-    def _s_t(self, params, x_a):
-        h = mlp(params, x_a)
+    def s_t(self, params, x_a):
+        """The conditioner: x_a (N, n_a) -> bounded log-scale s and shift t, each (N, n_b)."""
+        h = mlp(params, x_a, self.activation)
         s_raw, t = h[:, :len(self.index_b)], h[:, len(self.index_b):]
         return self.s_max * np.tanh(s_raw / self.s_max), t
 
     def forward(self, params, x):
         x = check_points(x, len(self.mask))
         x_a, x_b = x[:, self.index_a], x[:, self.index_b]
-        s, t = self._s_t(params, x_a)
+        s, t = self.s_t(params, x_a)
         y_b = x_b * np.exp(s) + t
         y = np.concatenate([x_a, y_b], axis=1)[:, self.unsort]     # back to the original order
         return y, np.sum(s, axis=1)
@@ -65,7 +70,7 @@ class AffineCoupling:
     def inverse(self, params, y):
         y = check_points(y, len(self.mask), "y")
         y_a, y_b = y[:, self.index_a], y[:, self.index_b]
-        s, t = self._s_t(params, y_a)
+        s, t = self.s_t(params, y_a)
         x_b = (y_b - t) * np.exp(-s)
         x = np.concatenate([y_a, x_b], axis=1)[:, self.unsort]
         return x, -np.sum(s, axis=1)

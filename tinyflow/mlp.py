@@ -1,13 +1,16 @@
 """A multilayer perceptron as a plain pytree: the conditioner inside a coupling layer.
 
 params = [{"W": (n_in, n_1), "b": (n_1,)}, ..., {"W": (n_k, n_out), "b": (n_out,)}]
-mlp(params, x) = W_k^T tanh(... tanh(W_1^T x + b_1) ...) + b_k, batched: x (N, n_in) -> (N, n_out).
+mlp(params, x) = W_k^T a(... a(W_1^T x + b_1) ...) + b_k, batched: x (N, n_in) -> (N, n_out),
 
-tanh keeps the network smooth, so finite-difference checks of the flow's Jacobian are exact
-to rounding (a ReLU kink can sit between x - h and x + h).
+with the hidden activation a = tanh (default) or relu. tanh keeps the network smooth, so
+finite-difference checks of a flow's Jacobian are exact to rounding (a ReLU kink can sit
+between x - h and x + h). relu costs about a fifteenth of tanh per element here (NumPy has
+no vectorised float64 tanh on this CPU) and is what the normflows and FlowTorch
+tutorials use.
 
-Each hidden layer is one autograd primitive, dense_tanh, with its backprop written out: one
-node on autograd's tape instead of five (two lookups, dot, add, tanh), which is most of the
+Each hidden layer is one autograd primitive with its backprop written out: one node on
+autograd's tape instead of five (two lookups, dot, add, activation), which is most of the
 speed of a training step at these sizes.
 """
 import autograd.numpy as np
@@ -15,12 +18,19 @@ from autograd.extend import defvjp_argnums, primitive
 
 
 def mlp_init(rng, sizes, zero_last=True):
-    """Weights ~ N(0, 1/n_in) (variance-preserving); the last layer starts at zero when
-    zero_last, so a layer built on this MLP starts as the identity map."""
+    """Weights and biases ~ U(-1/sqrt(n_in), 1/sqrt(n_in)), PyTorch's default for a linear layer
+    (so the normflows/FlowTorch tutorials' models start where theirs do); the last layer
+    starts at zero when zero_last, so a layer built on this MLP starts as the identity map.
+
+    Random biases matter when n_in is small: with b = 0 every unit of a 1-input layer would
+    switch (tanh's bend, relu's kink) at the same input value 0, so all 64 units would offer
+    the conditioner a single feature; random b spreads their switch points -b/w over the input.
+    (Measured on chapter 5's model, 1000 steps: KL 0.095 with b = 0, 0.036 with this init.)"""
     params = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        params.append({"W": rng.standard_normal((n_in, n_out)) / np.sqrt(n_in),
-                       "b": np.zeros(n_out)})
+        bound = 1 / np.sqrt(n_in)
+        params.append({"W": rng.uniform(-bound, bound, (n_in, n_out)),
+                       "b": rng.uniform(-bound, bound, n_out)})
     if zero_last:
         params[-1] = {"W": np.zeros_like(params[-1]["W"]), "b": np.zeros_like(params[-1]["b"])}
     return params
@@ -50,7 +60,28 @@ def dense_tanh_vjp(argnums, h, args, kwargs):
 defvjp_argnums(dense_tanh, dense_tanh_vjp)
 
 
-def mlp(params, x):
+@primitive
+def dense_relu(x, W, b):
+    """h = max(x W + b, 0), shapes as dense_tanh. Backprop: da = dh * (h > 0), then as dense_tanh."""
+    return np.maximum(np.dot(x, W) + b, 0.0)
+
+
+def dense_relu_vjp(argnums, h, args, kwargs):
+    x, W, b = args
+
+    def vjp(dh):
+        da = dh * (h > 0)
+        grads = {0: lambda: np.dot(da, W.T), 1: lambda: np.dot(x.T, da), 2: lambda: np.sum(da, axis=0)}
+        return [grads[i]() for i in argnums]
+    return vjp
+
+
+defvjp_argnums(dense_relu, dense_relu_vjp)
+DENSE = {"tanh": dense_tanh, "relu": dense_relu}
+
+
+def mlp(params, x, activation="tanh"):
+    dense = DENSE[activation]
     for layer in params[:-1]:
-        x = dense_tanh(x, layer["W"], layer["b"])
+        x = dense(x, layer["W"], layer["b"])
     return np.dot(x, params[-1]["W"]) + params[-1]["b"]
