@@ -9,13 +9,14 @@ Scales are stored as logs so any real parameter gives a valid (positive) scale.
 """
 import autograd.numpy as np
 
-from .validate import check_points
+from .validate import check_dim, check_points
 
 
 class Affine:
     """Elementwise scale and shift. params: {"log_scale": (D,), "shift": (D,)}; x, y: (N, D)."""
 
     def init(self, rng, dim):
+        dim = check_dim(dim)
         return {"log_scale": np.zeros(dim), "shift": np.zeros(dim)}
 
     def forward(self, params, x):
