@@ -23,12 +23,11 @@ import time
 
 import matplotlib.pyplot as plt
 import numpy as np
-from autograd import value_and_grad
 from autograd.misc import flatten
 
 import tinyflow
 from tinyflow.plotting import chapter_args, grid, savefig
-from tinyflow.train import adam_update
+from tinyflow.train import adam_update, flat_loss_and_grad
 
 args = chapter_args(__doc__ or "Chapter 5: coupling layers and LU mixing")
 
@@ -173,10 +172,11 @@ print(f"round trip: max |x - f^-1(f(x))| = {np.max(np.abs(lu.inverse(lu_params, 
 
 # %% [markdown]
 # **Looking inside the training run.** `fit` returns only the final parameters. To draw the
-# density *during* training we open up its loop: flatten the parameters into one vector
-# `theta`, and each step draw a fresh batch, take the loss and its gradient, skip the step if
-# either is not finite (as `fit` does, counting the skips), and apply one AdamW update with the
-# library's `adam_update`. Between steps we can keep a copy of the parameters. (Running `fit`
+# density *during* training we open up its loop: `flat_loss_and_grad` (the helper `fit` uses)
+# turns the parameters into one vector `theta` and the loss into a function of it; each step we
+# draw a fresh batch, take the loss and its gradient, skip the step if either is not finite
+# (as `fit` does, counting the skips), and apply one AdamW update with the library's
+# `adam_update`. Between steps we can keep a copy of the parameters. (Running `fit`
 # in short chunks would do the same job badly: each call restarts Adam's moment estimates.)
 #
 # **One run, two answers.** The step size is constant, so the first 1000 steps of a longer run
@@ -184,16 +184,15 @@ print(f"round trip: max |x - f^-1(f(x))| = {np.max(np.abs(lu.inverse(lu_params, 
 # step `NUM_STEPS` as the tutorial's result.
 
 # %%
-loss_and_grad = value_and_grad(tinyflow.forward_kl(flow))
-theta, unflatten = flatten(params)
+# theta: all parameters as one vector; loss_and_grad(theta, x) -> (loss, gradient like theta)
+theta, unflatten, loss_and_grad = flat_loss_and_grad(tinyflow.forward_kl(flow), params)
 m, v, t = np.zeros_like(theta), np.zeros_like(theta), 0       # Adam's moments and step count
 losses, snapshots, skipped = np.full(NUM_STEPS_LONG, np.nan), {}, 0
 start = time.perf_counter()
 for step in range(NUM_STEPS_LONG):
     if step in SNAPSHOTS:
         snapshots[step] = unflatten(theta)                    # the parameters after `step` steps
-    value, g = loss_and_grad(unflatten(theta), target.sample(rng, BATCH_SIZE))
-    g = flatten(g)[0]
+    value, g = loss_and_grad(theta, target.sample(rng, BATCH_SIZE))
     if not (np.isfinite(value) and np.all(np.isfinite(g))):
         skipped += 1                                          # a bad batch must not poison theta
         continue
@@ -226,14 +225,15 @@ print(f"paired KL after {NUM_STEPS_LONG} steps: {reports[NUM_STEPS_LONG]['kl']:.
       f"(normflows at 5000 steps: 0.019-0.030)")
 
 # %% [markdown]
-# **Reading the numbers.** With seed 0 the tutorial's 1000 steps leave a paired KL of about
-# 0.065 nats, *above* the 0.036-0.049 normflows reports for the same settings; continuing the
-# same run to 2000 steps brings it to about 0.027, inside normflows' range at 5000 steps. One
-# step's number says little on its own: the loss curve below shows the 50-step average of
-# loss - H wandering between about 0.03 and 0.08 from step 300 on, because Adam at a constant
-# step size never stops moving the parameters, and step 1000 happens to sit on a bump. Two
-# model differences may matter as well: our conditioner uses tanh where normflows' MLP uses
-# ReLU (whose kinks suit a hard edge), and our log-scales are soft-bounded.
+# **Reading the numbers.** With seed 0 the tutorial's 1000 steps leave a paired KL of 0.037
+# nats, inside the 0.036-0.049 normflows reports for the same settings (seeds 1 and 2 gave
+# 0.028 and 0.047 in our runs); continuing the same run to 2000 steps brings it to 0.024,
+# inside normflows' range at 5000 steps. One step's number says little on its own: Adam at a
+# constant step size never stops moving the parameters, so the loss wanders by a few
+# hundredths from step 300 on. Two details of the model mattered, both measured at 1000 steps:
+# the MLP's *biases* must start random (with zero biases all 64 first-layer units of a
+# 1-input MLP switch at the same input, and the KL was 0.095), and the ReLU conditioner
+# (normflows' choice) is about twice as fast per step here as tanh.
 
 # %% [markdown]
 # ## 4. The loss curve
@@ -296,10 +296,11 @@ savefig(fig, "ch05_training.png", args.figures_dir)
 # ## 6. Learned against true, point by point
 #
 # The error map $q - p$ shows where the KL comes from: away from the edges ($1.1 < a < 1.9$)
-# $|q - p|$ stays around 0.05 or below, while along $a = 1$ and $a = 2$ it is several times
-# larger: the flow rounds the box off, too low just inside an edge and too high just outside. We integrate $q$ over the window to check it
-# is a density and to measure the mass $m$ it puts outside the support $[1, 2]$. That leak alone
-# costs at least $-\log(1 - m)$ nats of KL (exercise 4), and it turns out to be most of the KL.
+# $|q - p|$ stays below about 0.07 (the peak of $p$ is 0.4), while along $a = 1$ and $a = 2$ it
+# is several times larger: the flow rounds the box off, too low just inside an edge and too
+# high just outside. We integrate $q$ over the window to check it is a density and to measure
+# the mass $m$ it puts outside the support $[1, 2]$. That leak alone costs at least
+# $-\log(1 - m)$ nats of KL (exercise 4): about half of the KL here.
 
 # %%
 a_axis, b_axis = A[0], B[:, 0]
@@ -371,12 +372,12 @@ savefig(fig, "ch05_marginals.png", args.figures_dir)
 # * The target's entropy is $H = \tfrac12\log(2\pi e) + \tfrac12(2\log 2 - 1) = 1.61209$; the
 #   held-out NLL minus $H$ and the paired $\mathbb{E}_p[\log p - \log q]$ both estimate the KL.
 # * 16 blocks of (affine coupling, LU linear) trained for the tutorial's 1000 steps reach a
-#   paired KL of a few hundredths of a nat (about 0.065 with seed 0, above normflows'
-#   0.036-0.049); continuing to 2000 steps roughly halves it. From step 300 on the loss wanders
-#   by a few hundredths, so compare runs on held-out KL at several steps, not one.
+#   paired KL of 0.037 with seed 0 (normflows: 0.036-0.049); continuing to 2000 steps brings
+#   it to 0.024. From step 300 on the loss wanders by a few hundredths, so compare runs on
+#   held-out KL at several steps, not one.
 # * What is left is mostly at the hard edges $a = 1$ and $a = 2$: a smooth bijection of a
 #   Gaussian leaks mass past them, and the bound $-\log(1 - m)$ on the leak's cost accounts
-#   for most of the KL.
+#   for about half of the KL (0.021 of 0.037 at 1000 steps, 0.011 of 0.024 at 2000).
 # * Opening up `fit`'s loop (batch, loss and gradient, skip if not finite, `adam_update`) lets
 #   us look at the parameters during training; with a constant step size, checkpoints of one
 #   long run are the shorter runs.
