@@ -66,17 +66,19 @@ def training_step(flow, sample_data, batch_size, seed=0):
 
 
 def tutorial_models(quick):
-    """(name, flow, target, batch size): the models of the three seed tutorials."""
+    """(name, flow, target, batch size): the models of the three seed tutorials. The coupling
+    models use ReLU conditioners, as the tutorials (and chapters 3 and 5) do."""
     blocks, scale = (2, 16) if quick else (16, 1)
     coupling_lu = [layer for mask in alternating_masks(2, blocks)
-                   for layer in (AffineCoupling(mask, hidden=(64, 64)), LULinear())]
-    real_nvp = [AffineCoupling(mask, hidden=(128, 128)) for mask in alternating_masks(2, blocks // 2)]
+                   for layer in (AffineCoupling(mask, hidden=(64, 64), activation="relu"), LULinear())]
+    real_nvp = [AffineCoupling(mask, hidden=(128, 128), activation="relu")
+                for mask in alternating_masks(2, blocks // 2)]
     return [
         ("IAF (64,), ShiftedGaussian", Flow(StandardNormal(2), [AffineAutoregressive(hidden=(64,))]),
          ShiftedGaussian(), 1000 // scale),
-        (f"{blocks} x [coupling (64,64) + LU], UCG", Flow(StandardNormal(2), coupling_lu),
+        (f"{blocks} x [coupling (64,64) relu + LU], UCG", Flow(StandardNormal(2), coupling_lu),
          UniformConditionalGaussian(), 512 // scale),
-        (f"RealNVP {blocks // 2} x coupling (128,128), Banana", Flow(StandardNormal(2), real_nvp),
+        (f"RealNVP {blocks // 2} x coupling (128,128) relu, Banana", Flow(StandardNormal(2), real_nvp),
          Banana(), 1024 // scale),
     ]
 
