@@ -1,6 +1,7 @@
 """Run a chapter script as a student would (a subprocess, from another working directory),
 in --quick mode, writing figures to a temporary directory; return what it printed."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,3 +19,17 @@ def run_chapter(name, tmp_path, *extra):
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
+
+
+# the line tinyflow.format_report prints: "<label>: NLL .., entropy .., gap .., KL = ... +- .. (n = ..)"
+REPORT = (r"{}: NLL ([\d.-]+), entropy ([\d.-]+), gap ([\d.-]+), "
+          r"KL = mean\(log p - log q\) = ([\d.-]+) \+- ([\d.]+) \(n = (\d+)\)")
+
+
+def parse_report(label, text):
+    """The numbers of the format_report line labelled `label` (a plain string) in `text`."""
+    match = re.search(REPORT.format(re.escape(label)), text)
+    assert match, f"no report line for {label!r} in:\n{text}"
+    nll, entropy, gap, kl, kl_se, n = match.groups()
+    return {"nll": float(nll), "entropy": float(entropy), "gap": float(gap), "kl": float(kl),
+            "kl_se": float(kl_se), "n": int(n)}

@@ -6,25 +6,15 @@ import re
 
 import pytest
 
-from chapter_runner import run_chapter
+from chapter_runner import parse_report, run_chapter
 
 FIGURES = ["ch02_leaky_relu_fold.png", "ch02_learned_vs_target.png", "ch02_correlated_failure.png"]
-REPORT = (r"{}: NLL ([\d.-]+), entropy ([\d.-]+), gap ([\d.-]+), "
-          r"KL = mean\(log p - log q\) = ([\d.-]+) \+- ([\d.]+) \(n = (\d+)\)")
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("ch02")
     return run_chapter("ch02_leaky_relu.py", tmp_path), tmp_path
-
-
-def report(label, text):
-    match = re.search(REPORT.format(re.escape(label)), text)
-    assert match, f"no report line for {label!r} in:\n{text}"
-    nll, entropy, gap, kl, kl_se, n = match.groups()
-    return {"nll": float(nll), "entropy": float(entropy), "gap": float(gap), "kl": float(kl),
-            "kl_se": float(kl_se), "n": int(n)}
 
 
 def test_round_trip_is_exact(run):
@@ -77,13 +67,13 @@ def test_autograd_misses_the_moving_kink_only_with_a_trailing_affine(run):
 
 
 def test_learned_stack_reports_nll_entropy_gap_and_kl(run):
-    numbers = report("leaky ReLU target", run[0])
+    numbers = parse_report("leaky ReLU target", run[0])
     assert abs(numbers["gap"] - (numbers["nll"] - numbers["entropy"])) < 2e-5
     assert numbers["kl"] < 0.1          # quick mode; the full run reaches about 0.0015
 
 
 def test_elementwise_fit_cannot_beat_the_mutual_information(run):
-    numbers = report("correlated Gaussian, rho = 0.8", run[0])
+    numbers = parse_report("correlated Gaussian, rho = 0.8", run[0])
     floor = -0.5 * math.log(1 - 0.8 ** 2)
     assert numbers["kl"] > floor - 5 * numbers["kl_se"]
     assert numbers["kl"] < floor + 0.2

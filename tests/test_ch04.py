@@ -6,12 +6,10 @@ import re
 
 import pytest
 
-from chapter_runner import run_chapter
+from chapter_runner import parse_report, run_chapter
 
 FIGURES = ["ch04_made_masks.png", "ch04_iaf_vs_maf_cost.png", "ch04_first_flow.png",
            "ch04_scale_parameterisation.png"]
-REPORT = (r"{}: NLL ([\d.-]+), entropy ([\d.-]+), gap ([\d.-]+), "
-          r"KL = mean\(log p - log q\) = ([\d.-]+) \+- ([\d.]+) \(n = (\d+)\)")
 FLOAT = r"([-+\d.e]+)"
 
 
@@ -19,14 +17,6 @@ FLOAT = r"([-+\d.e]+)"
 def run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("ch04")
     return run_chapter("ch04_autoregressive.py", tmp_path), tmp_path
-
-
-def report(label, text):
-    match = re.search(REPORT.format(re.escape(label)), text)
-    assert match, f"no report line for {label!r} in:\n{text}"
-    nll, entropy, gap, kl, kl_se, n = match.groups()
-    return {"nll": float(nll), "entropy": float(entropy), "gap": float(gap), "kl": float(kl),
-            "kl_se": float(kl_se), "n": int(n)}
 
 
 def test_made_paths_are_strictly_lower_triangular(run):
@@ -80,7 +70,7 @@ def test_iaf_and_maf_with_the_same_params_are_inverses(run, dim):
 
 
 def test_first_flow_reports_nll_entropy_gap_and_kl(run):
-    numbers = report("first flow", run[0])
+    numbers = parse_report("first flow", run[0])
     assert abs(numbers["entropy"] - (1 + math.log(2 * math.pi) - 2 * math.log(2))) < 1e-5
     assert abs(numbers["gap"] - (numbers["nll"] - numbers["entropy"])) < 2e-5
     assert numbers["kl"] > -5 * numbers["kl_se"]
@@ -91,7 +81,7 @@ def test_sigmoid_gated_scale_never_beats_its_floor(run):
     floor = float(re.search(rf"best KL any sigmoid-gated layer can reach .*: {FLOAT}", run[0]).group(1))
     sigma = 1 / 1.001
     assert abs(floor - 2 * (math.log(sigma / 0.5) + 0.25 / (2 * sigma ** 2) - 0.5)) < 1e-5
-    numbers = report("sigmoid-gated scale", run[0])
+    numbers = parse_report("sigmoid-gated scale", run[0])
     assert numbers["kl"] > floor - 5 * numbers["kl_se"]
 
 
