@@ -28,12 +28,12 @@ import time
 
 import matplotlib.pyplot as plt
 import numpy as np
-from autograd import grad
 from autograd.misc import flatten
 from matplotlib.animation import FuncAnimation, PillowWriter
 
 import tinyflow
 from tinyflow.plotting import chapter_args, plot_density, savefig
+from tinyflow.train import adam_update, flat_loss_and_grad
 
 args = chapter_args(__doc__ or "Chapter 3: RealNVP coupling layers on the banana")
 QUICK = args.quick
@@ -57,7 +57,7 @@ EVAL_EVERY = 5 if QUICK else 25                   # steps between held-out check
 NUM_CURVE = 500 if QUICK else 5_000               # fresh points behind each held-out curve point
 NUM_HELD_OUT = 1_000 if QUICK else 100_000        # fresh points behind each report
 GRID = 40 if QUICK else 250                       # heat-map pixels per side
-FRAMES_PER_LAYER = 1 if QUICK else 8              # animation frames between two layers
+FRAMES_PER_LAYER = 1 if QUICK else 6              # animation frames between two layers
 NUM_SHOW = 500 if QUICK else 2_000                # points in each scatter plot
 XLIM, YLIM = (-6.0, 40.0), (-14.0, 14.0)          # the plotting window (x1 across, x2 up)
 rng = np.random.default_rng(SEED)
@@ -320,16 +320,16 @@ savefig(fig, "ch03_density.png", args.figures_dir)
 # density, so "memorising" means piling probability onto the training points and taking it
 # from the gaps between them, where fresh points land. We try to make it happen fast, with a bigger
 # model (6 couplings, hidden (64, 64)) and the full 1024-point gradient at every step, and watch the NLL on the
-# training set and on fresh held-out points. To see the held-out NLL *during* training we call
-# the optimiser that `fit` is built on, `tinyflow.adam(grad, params, callback, ...)`, whose
-# callback runs before every step (`fit` itself would return the best parameters it saw).
+# training set and on fresh held-out points. To see both NLLs *during* training we write out
+# the loop that `fit` runs (one Adam step per batch, on the parameters flattened into one
+# vector) instead of calling `fit`, which would hand back the best parameters it saw.
 
 # %%
 def training_batches(x, batch_size, rng):
-    """batch(i): shuffled minibatches of x, a new permutation every epoch."""
+    """batch(): shuffled minibatches of x, a new permutation every epoch."""
     order = []
 
-    def batch(i):
+    def batch():
         nonlocal order
         if len(order) < batch_size:
             order = order + list(rng.permutation(len(x)))
@@ -341,21 +341,23 @@ def training_batches(x, batch_size, rng):
 big_flow = banana_flow(BIG_COUPLINGS, BIG_HIDDEN, BIG_S_MAX)
 big_loss = tinyflow.forward_kl(big_flow)
 big_params = init_params(big_flow, rng, x_train)
-print(f"big model: {BIG_COUPLINGS} couplings, hidden {BIG_HIDDEN}, {flatten(big_params)[0].size} parameters "
-      f"for {NUM_TRAIN} points")
+print(f"big model: {BIG_COUPLINGS} couplings, hidden {BIG_HIDDEN}, s_max {BIG_S_MAX:g}, "
+      f"{flatten(big_params)[0].size} parameters for {NUM_TRAIN} points")
 batch = training_batches(x_train, OVERFIT_BATCH_SIZE, rng)
-loss_grad = grad(big_loss)
+theta, unflatten, loss_and_grad = flat_loss_and_grad(big_loss, big_params)
+m, v = np.zeros_like(theta), np.zeros_like(theta)     # Adam's running moments
 overfit_curve = []                                     # (step, train NLL, held-out NLL)
-
-
-def record(p, i, g):
-    if i % EVAL_EVERY == 0 or i == OVERFIT_STEPS - 1:
-        overfit_curve.append((i, big_loss(p, x_train), big_loss(p, x_curve)))
-
-
-big_params = tinyflow.adam(lambda p, i: loss_grad(p, batch(i)), big_params, record, OVERFIT_STEPS,
-                           OVERFIT_LEARNING_RATE)
+for step in range(OVERFIT_STEPS + 1):
+    if step % EVAL_EVERY == 0 or step == OVERFIT_STEPS:
+        p = unflatten(theta)
+        overfit_curve.append((step, big_loss(p, x_train), big_loss(p, x_curve)))
+    if step < OVERFIT_STEPS:
+        value, g = loss_and_grad(theta, batch())
+        theta, m, v = adam_update(theta, g, m, v, step + 1, OVERFIT_LEARNING_RATE)
+big_params = unflatten(theta)
 overfit_curve = np.array(overfit_curve)
+for step, train, held_out in overfit_curve[::max(1, len(overfit_curve) // 5)]:
+    print(f"step {step:4.0f}: training NLL {train:.4f}, held-out NLL {held_out:.4f} (entropy {target.entropy:.4f})")
 best = np.argmin(overfit_curve[:, 2])
 print(f"held-out NLL (on {NUM_CURVE} points) was lowest, {overfit_curve[best, 2]:.4f}, at step "
       f"{overfit_curve[best, 0]:.0f}; at the end: {overfit_curve[-1, 2]:.4f}")
@@ -385,7 +387,8 @@ print(f"  median of log p - log q = {overfit_report['kl_median']:.5f}; points mo
 
 # %%
 PATIENCE = 3 if QUICK else 5
-WEIGHT_DECAY = 1e-2
+WEIGHT_DECAY = 1.0                    # AdamW shrinks theta by lr * 1.0 = 0.3% a step
+SMALL_COUPLINGS, SMALL_HIDDEN = 2, (16, 16)
 num_validation = NUM_TRAIN // 5
 x_fit, x_validation = x_train[num_validation:], x_train[:num_validation]   # the draws are i.i.d.
 cures = {"early stopping": (True, 0.0, False), "weight decay": (False, WEIGHT_DECAY, False),
@@ -393,7 +396,7 @@ cures = {"early stopping": (True, 0.0, False), "weight decay": (False, WEIGHT_DE
 rows = [("none (section 8)", train_nll, overfit_report, OVERFIT_STEPS)]
 histories = {}
 for name, (early_stop, weight_decay, small) in cures.items():
-    cure_flow = banana_flow(NUM_COUPLINGS, HIDDEN) if small else big_flow
+    cure_flow = banana_flow(SMALL_COUPLINGS, SMALL_HIDDEN) if small else big_flow
     cure_loss = tinyflow.forward_kl(cure_flow)
     run_rng = np.random.default_rng(SEED + 2)
     p0 = init_params(cure_flow, run_rng, x_train)
