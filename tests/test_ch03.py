@@ -71,6 +71,18 @@ def test_report_gap_is_nll_minus_entropy(run, label):
     assert abs(numbers["gap"] - (numbers["nll"] - numbers["entropy"])) < 2e-5
 
 
+def test_overfit_curve_training_nll_falls(run):
+    curve = re.findall(r"^step +(\d+): training NLL ([\d.]+), held-out NLL ([\d.]+)", run[0], re.MULTILINE)
+    assert len(curve) >= 2
+    assert float(curve[-1][1]) < float(curve[0][1])
+
+
+def test_true_density_training_set_nll_is_near_the_entropy(run):
+    match = re.search(r"and vs ([\d.]+), the true density's NLL on the training set", run[0])
+    # 1024 points: the standard error of -mean log p is about 0.03 nats
+    assert match and abs(float(match.group(1)) - 4.22417) < 0.15
+
+
 def test_cure_table_has_every_cure_with_finite_numbers(run):
     for name in CURES:
         match = re.search(rf"^{re.escape(name)}\s+(\d+)\s+([\d.-]+)\s+([\d.-]+)\s+([\d.-]+) \+- ([\d.]+)\s+([\d.-]+)\s+(\d+)$",
