@@ -8,6 +8,11 @@
 The sign of y equals the sign of x, so the inverse picks the branch from y.
 With learnable=True each coordinate learns its own slope, stored as
 log_alpha so that any real parameter gives a positive slope.
+
+Caution when training: the density of a flow containing this layer jumps (by a factor
+alpha) where the layer's input crosses zero. If trainable layers after it move that kink
+across the data, the loss jumps too, and the pointwise gradient autograd computes misses
+that part of the change (chapter 2 measures it).
 """
 import autograd.numpy as np
 
