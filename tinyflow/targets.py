@@ -13,9 +13,8 @@ NLL can be read against it: NLL - H(p) = KL(p || q) >= 0.
 """
 import autograd.numpy as np
 
+from .distributions import LOG_2PI
 from .validate import check_count, check_points, check_rng
-
-LOG_2PI = np.log(2 * np.pi)
 
 
 def _normal_log_prob(x, mu, var):

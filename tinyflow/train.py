@@ -152,7 +152,8 @@ def fit(loss, params, data, rng, num_steps, batch_size, step_size=1e-3, weight_d
             else:
                 stale += 1
                 if patience is not None and stale >= patience:
-                    history["stopped"] = f"early stop at step {step}: best validation loss {best_value:.4f} at step {history['best_step']}"
+                    history["stopped"] = (f"early stop at step {step}: best validation loss "
+                                          f"{best_value:.4f} at step {history['best_step']}")
                     print(history["stopped"])
                     break
     if history["skipped"]:
