@@ -17,6 +17,8 @@ Shapes: x, y (N, D); log_det (N,); params: the MLP pytree (see mlp.py), sizes
 """
 import autograd.numpy as np
 
+from .affine import affine, affine_inverse, soft_clamp
+from .columns import merge_columns, take_columns
 from .mlp import mlp, mlp_init
 from .validate import check_dim, check_hidden, check_points, check_positive
 
@@ -46,7 +48,8 @@ class AffineCoupling:
         self.activation = activation
         self.index_a = np.flatnonzero(self.mask == 1)              # kept coordinates
         self.index_b = np.flatnonzero(self.mask == 0)              # changed coordinates
-        self.unsort = np.argsort(np.concatenate([self.index_a, self.index_b]))
+        n_b = len(self.index_b)
+        self.columns_s, self.columns_t = np.arange(n_b), np.arange(n_b, 2 * n_b)   # of the MLP output
 
     def init(self, rng, dim):
         if check_dim(dim) != len(self.mask):
@@ -56,21 +59,19 @@ class AffineCoupling:
     def s_t(self, params, x_a):
         """The conditioner: x_a (N, n_a) -> bounded log-scale s and shift t, each (N, n_b)."""
         h = mlp(params, x_a, self.activation)
-        s_raw, t = h[:, :len(self.index_b)], h[:, len(self.index_b):]
-        return self.s_max * np.tanh(s_raw / self.s_max), t
+        s_raw, t = take_columns(h, self.columns_s), take_columns(h, self.columns_t)
+        return soft_clamp(s_raw, self.s_max), t
 
     def forward(self, params, x):
         x = check_points(x, len(self.mask))
-        x_a, x_b = x[:, self.index_a], x[:, self.index_b]
+        x_a, x_b = take_columns(x, self.index_a), take_columns(x, self.index_b)
         s, t = self.s_t(params, x_a)
-        y_b = x_b * np.exp(s) + t
-        y = np.concatenate([x_a, y_b], axis=1)[:, self.unsort]     # back to the original order
-        return y, np.sum(s, axis=1)
+        y_b = affine(x_b, s, t)                                   # x_b * exp(s) + t
+        return merge_columns(x_a, y_b, self.index_a, self.index_b), np.sum(s, axis=1)
 
     def inverse(self, params, y):
         y = check_points(y, len(self.mask), "y")
-        y_a, y_b = y[:, self.index_a], y[:, self.index_b]
+        y_a, y_b = take_columns(y, self.index_a), take_columns(y, self.index_b)
         s, t = self.s_t(params, y_a)
-        x_b = (y_b - t) * np.exp(-s)
-        x = np.concatenate([y_a, x_b], axis=1)[:, self.unsort]
-        return x, -np.sum(s, axis=1)
+        x_b = affine_inverse(y_b, s, t)                           # (y_b - t) * exp(-s)
+        return merge_columns(y_a, x_b, self.index_a, self.index_b), -np.sum(s, axis=1)

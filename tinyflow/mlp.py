@@ -13,8 +13,10 @@ Each hidden layer is one autograd primitive with its backprop written out: one n
 autograd's tape instead of five (two lookups, dot, add, activation), which is most of the
 speed of a training step at these sizes.
 """
-import autograd.numpy as np
+import numpy as np
 from autograd.extend import defvjp_argnums, primitive
+
+from .linear import _only, dense
 
 
 def mlp_init(rng, sizes, zero_last=True):
@@ -52,8 +54,8 @@ def dense_tanh_vjp(argnums, h, args, kwargs):
 
     def vjp(dh):
         da = dh * (1 - h ** 2)
-        grads = {0: lambda: np.dot(da, W.T), 1: lambda: np.dot(x.T, da), 2: lambda: np.sum(da, axis=0)}
-        return [grads[i]() for i in argnums]          # only for the arguments being differentiated
+        return _only(argnums, {0: lambda: np.dot(da, W.T), 1: lambda: np.dot(x.T, da),
+                               2: lambda: np.sum(da, axis=0)})
     return vjp
 
 
@@ -71,17 +73,19 @@ def dense_relu_vjp(argnums, h, args, kwargs):
 
     def vjp(dh):
         da = dh * (h > 0)
-        grads = {0: lambda: np.dot(da, W.T), 1: lambda: np.dot(x.T, da), 2: lambda: np.sum(da, axis=0)}
-        return [grads[i]() for i in argnums]
+        return _only(argnums, {0: lambda: np.dot(da, W.T), 1: lambda: np.dot(x.T, da),
+                               2: lambda: np.sum(da, axis=0)})
     return vjp
 
 
 defvjp_argnums(dense_relu, dense_relu_vjp)
-DENSE = {"tanh": dense_tanh, "relu": dense_relu}
+
+
+HIDDEN = {"tanh": dense_tanh, "relu": dense_relu}
 
 
 def mlp(params, x, activation="tanh"):
-    dense = DENSE[activation]
+    hidden = HIDDEN[activation]
     for layer in params[:-1]:
-        x = dense(x, layer["W"], layer["b"])
-    return np.dot(x, params[-1]["W"]) + params[-1]["b"]
+        x = hidden(x, layer["W"], layer["b"])
+    return dense(x, params[-1]["W"], params[-1]["b"])

@@ -16,6 +16,7 @@ params: {"L": (D, D), "U": (D, D), "log_d": (D,), "b": (D,)}; only the strictly 
 """
 import autograd.numpy as np
 
+from .linear import dense, dense_inverse, lu_weight
 from .validate import check_dim, check_points
 
 
@@ -72,18 +73,15 @@ class LULinear:
 
     def weight(self, params):
         """W = P L U, built from the parameters (once per call, shared by all N points)."""
-        dim = len(params["b"])
-        L = np.tril(params["L"], -1) + np.eye(dim)
-        U = np.triu(params["U"], 1) + np.diag(np.exp(params["log_d"]))
-        W = np.dot(L, U)
+        W = lu_weight(params["L"], params["U"], params["log_d"])
         return W if self.order is None else W[self.order]
 
     def forward(self, params, x):
         x = check_points(x, len(params["b"]))
-        y = np.dot(x, self.weight(params).T) + params["b"]
-        return y, np.sum(params["log_d"]) * np.ones(len(x))
+        y = dense(x, self.weight(params).T, params["b"])           # x W^T + b
+        return y, np.full(len(x), np.sum(params["log_d"]))        # the same at every point
 
     def inverse(self, params, y):
         y = check_points(y, len(params["b"]), "y")
-        x = np.linalg.solve(self.weight(params), (y - params["b"]).T).T
-        return x, -np.sum(params["log_d"]) * np.ones(len(y))
+        x = dense_inverse(y, self.weight(params).T, params["b"])   # (y - b) W^-T
+        return x, np.full(len(y), -np.sum(params["log_d"]))
