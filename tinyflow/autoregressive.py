@@ -18,6 +18,8 @@ Shapes: z, y (N, D); log_det (N,); params: MADE pytree with sizes [D, *hidden, 2
 """
 import autograd.numpy as np
 
+from .affine import affine, affine_inverse, soft_clamp
+from .columns import take_columns
 from .made import made, made_masks
 from .mlp import mlp_init
 from .validate import check_dim, check_hidden, check_points, check_positive
@@ -44,8 +46,8 @@ class AffineAutoregressive:
         column i depends on z_<i only. Override it to try another scale parameterisation."""
         dim = z.shape[1]
         h = made(params, self.masks(dim), z)
-        mu, s_raw = h[:, :dim], h[:, dim:]
-        return mu, self.s_max * np.tanh(s_raw / self.s_max)
+        mu, s_raw = take_columns(h, slice(0, dim)), take_columns(h, slice(dim, 2 * dim))
+        return mu, soft_clamp(s_raw, self.s_max)
 
     def _check(self, params, x, name):
         return check_points(x, params[0]["W"].shape[0], name)
@@ -53,12 +55,12 @@ class AffineAutoregressive:
     def forward(self, params, z):
         z = self._check(params, z, "z")
         mu, s = self.mu_s(params, z)
-        return mu + np.exp(s) * z, np.sum(s, axis=1)
+        return affine(z, s, mu), np.sum(s, axis=1)               # mu + exp(s) * z
 
     def inverse(self, params, y):
         y = self._check(params, y, "y")
         z = y
         for _ in range(y.shape[1]):           # pass i fixes coordinate i
             mu, s = self.mu_s(params, z)
-            z = (y - mu) * np.exp(-s)
+            z = affine_inverse(y, s, mu)      # (y - mu) * exp(-s)
         return z, -np.sum(s, axis=1)

@@ -48,8 +48,6 @@ class AffineCoupling:
         self.activation = activation
         self.index_a = np.flatnonzero(self.mask == 1)              # kept coordinates
         self.index_b = np.flatnonzero(self.mask == 0)              # changed coordinates
-        n_b = len(self.index_b)
-        self.columns_s, self.columns_t = np.arange(n_b), np.arange(n_b, 2 * n_b)   # of the MLP output
 
     def init(self, rng, dim):
         if check_dim(dim) != len(self.mask):
@@ -59,7 +57,8 @@ class AffineCoupling:
     def s_t(self, params, x_a):
         """The conditioner: x_a (N, n_a) -> bounded log-scale s and shift t, each (N, n_b)."""
         h = mlp(params, x_a, self.activation)
-        s_raw, t = take_columns(h, self.columns_s), take_columns(h, self.columns_t)
+        n_b = len(self.index_b)
+        s_raw, t = take_columns(h, slice(0, n_b)), take_columns(h, slice(n_b, 2 * n_b))
         return soft_clamp(s_raw, self.s_max), t
 
     def forward(self, params, x):

@@ -12,6 +12,12 @@ import autograd.numpy as np
 from .validate import check_count, check_points, check_rng
 
 
+def _sum_rows(log_dets):
+    """log_dets[0] + log_dets[1] + ...: one stacked array and one sum, two autograd nodes instead
+    of one addition per layer (autograd's per-node cost is larger than a sum over 512 numbers)."""
+    return np.sum(np.array(log_dets), axis=0)
+
+
 class Flow:
     def __init__(self, base, layers):
         if not hasattr(base, "dim") or not callable(getattr(base, "log_prob", None)):
@@ -29,20 +35,20 @@ class Flow:
 
     def log_prob(self, params, x):
         z = check_points(x, self.dim)
-        log_det = np.zeros(len(z))
+        log_dets = [np.zeros(len(z))]
         for layer, p in zip(reversed(self.layers), reversed(params["layers"])):
-            z, ld = layer.inverse(p, z)
-            log_det = log_det + ld
-        return self.base.log_prob(params["base"], z) + log_det
+            z, log_det = layer.inverse(p, z)
+            log_dets.append(log_det)
+        return self.base.log_prob(params["base"], z) + _sum_rows(log_dets)
 
     def forward(self, params, z):
         """x = f_K(... f_1(z)) and sum_k log|det d f_k / d input|: (N, D) -> ((N, D), (N,))."""
         x = check_points(z, self.dim, "z")
-        log_det = np.zeros(len(x))
+        log_dets = [np.zeros(len(x))]
         for layer, p in zip(self.layers, params["layers"]):
-            x, ld = layer.forward(p, x)
-            log_det = log_det + ld
-        return x, log_det
+            x, log_det = layer.forward(p, x)
+            log_dets.append(log_det)
+        return x, _sum_rows(log_dets)
 
     def sample(self, params, rng, n):
         return self.forward(params, self.base.sample(params["base"], rng, n))[0]

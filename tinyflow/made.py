@@ -18,6 +18,7 @@ made(params, masks, x): (N, D) -> (N, channels * D), channel c in columns [c*D, 
 """
 import autograd.numpy as np
 
+from .linear import dense
 from .mlp import dense_tanh
 
 
@@ -41,4 +42,4 @@ def made_masks(dim, hidden, channels=2):
 def made(params, masks, x):
     for layer, mask in zip(params[:-1], masks[:-1]):
         x = dense_tanh(x, layer["W"] * mask, layer["b"])
-    return np.dot(x, params[-1]["W"] * masks[-1]) + params[-1]["b"]
+    return dense(x, params[-1]["W"] * masks[-1], params[-1]["b"])
