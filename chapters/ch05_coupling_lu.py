@@ -156,7 +156,9 @@ print(f"untrained flow: max |f(z) - z| = {np.max(np.abs(x_check - z)):.1e}, "
 # A linear map $y = Wx + b$ can rotate, shear and scale the plane, but a general $W$ costs
 # $O(D^3)$ for its determinant and may be singular. Writing $W = PLU$ (Glow) fixes both: with
 # $L$ unit lower-triangular and $U$ upper-triangular with diagonal $e^{\log d}$, every real
-# parameter gives an invertible $W$ and $\log|\det W| = \sum_i \log d_i$. We check that on
+# parameter gives an invertible $W$ and $\log|\det W| = \sum_i \log d_i$. Like LAPACK, the layer
+# keeps both factors in one matrix `LU` (strictly lower part: $L$; diagonal: $\log d$; strictly
+# upper part: $U$), so $\log|\det W|$ is its trace. We check that on
 # random parameters, against numpy's `slogdet`, with a generator of its own so the training
 # draws below stay as they were.
 
@@ -168,7 +170,7 @@ W = lu.weight(lu_params)
 x_lu = rng_lu.standard_normal((5, 2))
 y_lu, log_det_lu = lu.forward(lu_params, x_lu)
 print(f"LULinear with random parameters: W = {np.round(W, 3).tolist()}")
-print(f"log|det W|: sum(log_d) = {log_det_lu[0]:.6f}, numpy slogdet = {np.linalg.slogdet(W)[1]:.6f}")
+print(f"log|det W|: trace(LU) = {log_det_lu[0]:.6f}, numpy slogdet = {np.linalg.slogdet(W)[1]:.6f}")
 print(f"round trip: max |x - f^-1(f(x))| = {np.max(np.abs(lu.inverse(lu_params, y_lu)[0] - x_lu)):.1e}")
 
 # %% [markdown]

@@ -7,14 +7,14 @@ import sys
 from pathlib import Path
 
 CHAPTERS = Path(__file__).resolve().parents[1] / "chapters"
+ENV = {"OPENBLAS_NUM_THREADS": "1", "MALLOC_TOP_PAD_": str(64 * 2 ** 20)}   # as in chapters/run_all.py
 
 
 def run_chapter(name, tmp_path, *extra):
     """Run chapters/<name> --quick --figures-dir tmp_path/figures from tmp_path; return stdout.
     Fails the test with the chapter's stderr if it exits non-zero."""
     figures = tmp_path / "figures"
-    # one BLAS thread, as chapters/run_all.py uses: small matrices run faster without hand-offs
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1")}
+    env = {**ENV, **os.environ}                       # the settings chapters/run_all.py uses
     result = subprocess.run([sys.executable, str(CHAPTERS / name), "--quick", "--figures-dir", str(figures), *extra],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"

@@ -54,7 +54,7 @@ def test_flow_params_of_every_layer_round_trip(tmp_path):
 def test_loaded_params_give_the_same_log_prob(tmp_path):
     flow = tf.Flow(tf.DiagNormal(2), [tf.AffineCoupling([1, 0], hidden=(8,)), tf.LULinear()])
     params = flow.init(np.random.default_rng(0))
-    params["layers"][1]["log_d"] = np.array([0.3, -0.7])
+    params["layers"][1]["LU"] = np.array([[0.3, 0.5], [-0.2, -0.7]])
     tf.save_params(tmp_path / "p.npz", params)
     x = np.random.default_rng(1).standard_normal((20, 2))
     assert np.array_equal(flow.log_prob(tf.load_params(tmp_path / "p.npz"), x), flow.log_prob(params, x))

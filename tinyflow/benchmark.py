@@ -129,11 +129,12 @@ def machine():
         blas = f"{blas['name']} {blas.get('version', '')}".strip()
     except (TypeError, KeyError):                       # older numpy: no mode="dicts"
         blas = "unknown"
-    threads = {name: os.environ[name] for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE")
-               if name in os.environ}
+    settings = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "MALLOC_TOP_PAD_",
+                "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
+    environment = {name: os.environ[name] for name in settings if name in os.environ}
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
             "numpy": onp.__version__, "autograd": importlib.metadata.version("autograd"), "blas": blas,
-            "blas_environment": threads,          # BLAS threads matter for small matrices on a busy machine
+            "environment": environment,     # BLAS threads and glibc's heap trimming both matter here
             "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
@@ -154,7 +155,7 @@ def run(quick=False, repeats=None):
 def print_tables(results):
     m = results["machine"]
     print(f"{m['cpu']}, {m['cores']} cores; Python {m['python']}, numpy {m['numpy']}, "
-          f"autograd {m['autograd']}, BLAS {m['blas']} {m['blas_environment'] or ''}")
+          f"autograd {m['autograd']}, BLAS {m['blas']} {m['environment'] or ''}")
     print(f"load average at start (other processes competing for the cores): {m['load_average_1min']}")
     print(f"ms: median wall time of {results['repeats']} runs after {results['warmup']} warm-up runs; "
           f"min ms: the fastest run; CPU ms: median CPU time of this process\n")

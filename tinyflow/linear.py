@@ -2,7 +2,8 @@
 
     dense(x, W, b)          = x W + b                 a layer of an MLP; x (N, n_in), W (n_in, n_out), b (n_out,)
     dense_inverse(y, W, b)  = (y - b) W^-1            its inverse (W square and invertible)
-    lu_weight(L, U, log_d)  = L' U'                   the LU-parameterised matrix of LULinear (D, D)
+    lu_weight(LU)           = L U                     LULinear's matrix, from its packed (D, D) parameter
+    add_all(x_1, ..., x_k)  = x_1 + ... + x_k         a flow's log-dets, one per layer (all the same shape)
 
 One node on autograd's tape each, instead of two to seven for the same expression written
 with autograd.numpy: autograd spends tens of microseconds on every node, more than the
@@ -10,7 +11,7 @@ arithmetic costs on a batch of a few hundred points. The bodies use plain numpy,
 primitive always sees plain arrays.
 """
 import numpy as np
-from autograd.extend import defvjp_argnums, primitive
+from autograd.extend import defvjp, defvjp_argnums, primitive
 
 
 def _only(argnums, grads):
@@ -54,28 +55,37 @@ def dense_inverse_vjp(argnums, x, args, kwargs):
 defvjp_argnums(dense_inverse, dense_inverse_vjp)
 
 
-def _triangles(L, U, log_d):
-    """L' = I + (strictly lower part of L), U' = diag(exp(log_d)) + (strictly upper part of U)."""
-    return np.tril(L, -1) + np.eye(len(log_d)), np.triu(U, 1) + np.diag(np.exp(log_d))
+def lu_factors(LU):
+    """L = I + (strictly lower part of LU),  U = diag(exp(diagonal of LU)) + (strictly upper part of LU)."""
+    return np.tril(LU, -1) + np.eye(len(LU)), np.triu(LU, 1) + np.diag(np.exp(np.diag(LU)))
 
 
 @primitive
-def lu_weight(L, U, log_d):
-    """W = L' U' (see _triangles). Backprop, given dW: as W = L' U', dL' = dW U'^T and
-    dU' = L'^T dW; the parameters reach only the strictly lower part of dL', the strictly upper
-    part of dU', and (through exp) its diagonal times exp(log_d)."""
-    lower, upper = _triangles(L, U, log_d)
-    return np.dot(lower, upper)
+def lu_weight(LU):
+    """W = L U from the packed (D, D) parameter LU (see lu_factors). Backprop, given dW: as
+    W = L U, dL = dW U^T and dU = L^T dW; LU's strictly lower part reaches only L's, its strictly
+    upper part only U's, and its diagonal (through exp) only U's diagonal."""
+    L, U = lu_factors(LU)
+    return np.dot(L, U)
 
 
-def lu_weight_vjp(argnums, W, args, kwargs):
-    lower, upper = _triangles(*args)
+def lu_weight_vjp(W, LU):
+    L, U = lu_factors(LU)
 
     def vjp(dW):
-        d_upper = np.dot(lower.T, dW)
-        return _only(argnums, {0: lambda: np.tril(np.dot(dW, upper.T), -1), 1: lambda: np.triu(d_upper, 1),
-                               2: lambda: np.diag(d_upper) * np.exp(args[2])})
+        dU = np.dot(L.T, dW)
+        return np.tril(np.dot(dW, U.T), -1) + np.triu(dU, 1) + np.diag(np.diag(dU) * np.diag(U))
     return vjp
 
 
-defvjp_argnums(lu_weight, lu_weight_vjp)
+defvjp(lu_weight, lu_weight_vjp)
+
+
+@primitive
+def add_all(*terms):
+    """terms[0] + terms[1] + ...: one node instead of one addition per term. Backprop: each term
+    gets the whole incoming gradient."""
+    return sum(terms[1:], terms[0])
+
+
+defvjp_argnums(add_all, lambda argnums, total, terms, kwargs: lambda g: [g] * len(argnums))

@@ -5,14 +5,17 @@ one specially; mixing between layers lets every coordinate be transformed.
 
     Reverse():        y = x[:, ::-1]                     log_det = 0
     Permute(order):   y = x[:, order]                    log_det = 0
-    LULinear(order):  y = x W^T + b,  W = P L U          log_det = sum(log_d)
+    LULinear(order):  y = x W^T + b,  W = P L U          log_det = sum(log d) = trace(LU)
 
 LULinear (Kingma & Dhariwal 2018, "Glow"): L unit lower-triangular, U upper-triangular with
-diagonal exp(log_d), P the fixed row permutation given by `order` (identity if None). Then
-det W = +-prod exp(log_d), so log|det W| = sum(log_d) costs O(D) instead of O(D^3), and
-any real parameters give an invertible W. It starts as W = P (L = U = I, log_d = 0).
-params: {"L": (D, D), "U": (D, D), "log_d": (D,), "b": (D,)}; only the strictly lower part of
-"L" and strictly upper part of "U" are used.
+diagonal d = exp(log d), P the fixed row permutation given by `order` (identity if None).
+Then det W = +-prod d, so log|det W| = sum(log d) costs O(D) instead of O(D^3), and any real
+parameters give an invertible W. Like LAPACK's LU, one (D, D) array "LU" holds both factors:
+
+    strictly lower part -> L's below-diagonal entries     diagonal -> log d
+    strictly upper part -> U's above-diagonal entries
+
+params: {"LU": (D, D), "b": (D,)}. It starts as W = P (LU = 0: L = U = I).
 """
 import autograd.numpy as np
 
@@ -68,20 +71,19 @@ class LULinear:
         dim = check_dim(dim)
         if self.order is not None and len(self.order) != dim:
             raise ValueError(f"order has length {len(self.order)} but the flow has dim {dim}")
-        return {"L": np.zeros((dim, dim)), "U": np.zeros((dim, dim)),
-                "log_d": np.zeros(dim), "b": np.zeros(dim)}
+        return {"LU": np.zeros((dim, dim)), "b": np.zeros(dim)}
 
     def weight(self, params):
         """W = P L U, built from the parameters (once per call, shared by all N points)."""
-        W = lu_weight(params["L"], params["U"], params["log_d"])
+        W = lu_weight(params["LU"])
         return W if self.order is None else W[self.order]
 
     def forward(self, params, x):
         x = check_points(x, len(params["b"]))
         y = dense(x, self.weight(params).T, params["b"])           # x W^T + b
-        return y, np.full(len(x), np.sum(params["log_d"]))        # the same at every point
+        return y, np.full(len(x), np.trace(params["LU"]))         # sum(log d), the same at every point
 
     def inverse(self, params, y):
         y = check_points(y, len(params["b"]), "y")
         x = dense_inverse(y, self.weight(params).T, params["b"])   # (y - b) W^-T
-        return x, np.full(len(y), -np.sum(params["log_d"]))
+        return x, np.full(len(y), -np.trace(params["LU"]))
