@@ -9,9 +9,9 @@ between x - h and x + h). relu costs about a fifteenth of tanh per element here 
 no vectorised float64 tanh on this CPU) and is what the normflows and FlowTorch
 tutorials use.
 
-Each hidden layer is one autograd primitive with its backprop written out: one node on
-autograd's tape instead of five (two lookups, dot, add, activation), which is most of the
-speed of a training step at these sizes.
+Each layer is one autograd primitive with its backprop written out (the hidden ones here, the
+linear output layer in linear.py): one node on autograd's tape instead of three to five (dot,
+add, activation, lookups), which is most of the speed of a training step at these sizes.
 """
 import numpy as np
 from autograd.extend import defvjp_argnums, primitive
