@@ -152,3 +152,17 @@ def test_adam_skips_non_finite_gradients():
     clean = tf.adam(g, start, num_iters=17, step_size=0.05)
     assert np.all(np.isfinite(flatten(ours)[0]))
     assert np.array_equal(flatten(ours)[0], flatten(clean)[0])
+
+
+def test_flat_gradient_equals_the_gradient_with_respect_to_the_nested_params():
+    flow = tf.Flow(tf.DiagNormal(3), [tf.AffineCoupling([1, 0, 1], hidden=(8,)), tf.LULinear(), tf.Reverse(),
+                                      tf.AffineAutoregressive(hidden=(8,)), tf.LeakyReLU(0.3, learnable=True)])
+    rng = np.random.default_rng(0)
+    theta_0, unflatten = flatten(flow.init(rng))
+    params = unflatten(theta_0 + 0.5 * rng.standard_normal(theta_0.shape))   # away from the identity
+    x = rng.standard_normal((40, 3))
+    theta, _, loss_and_grad = tf.train.flat_loss_and_grad(tf.forward_kl(flow), params)
+    value, flat_gradient = loss_and_grad(theta, x)
+    assert value == tf.forward_kl(flow)(params, x)
+    nested_gradient = flatten(grad(tf.forward_kl(flow))(params, x))[0]
+    assert np.max(np.abs(flat_gradient - nested_gradient)) <= 1e-12 * max(1.0, np.max(np.abs(nested_gradient)))

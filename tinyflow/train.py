@@ -81,14 +81,18 @@ def _map_leaves(f, tree):
 
 @primitive
 def _leaf(theta, index):
-    """theta[index]: one parameter array read out of the flat vector (index has the leaf's shape)."""
-    return theta[index]
+    """theta[index]: one parameter array read out of the flat vector. flatten lays each leaf out
+    in consecutive positions, so a slice reads it (a view: no copy, no fancy indexing)."""
+    start = int(index.flat[0]) if index.size else 0
+    return theta[start:start + index.size].reshape(index.shape)
 
 
 def _leaf_vjp(leaf, theta, index):
+    start = int(index.flat[0]) if index.size else 0
+
     def vjp(g):
         def add_into(total):                  # autograd sums every leaf's piece into one theta-sized buffer
-            total[index] += g                 # each index appears once, so no np.add.at needed
+            total[start:start + g.size] += g.ravel()
             return total
         return SparseObject(vspace(theta), add_into)
     return vjp
