@@ -1,0 +1,560 @@
+# %% [markdown]
+# # Chapter 8: backprop by hand, and where a training step's time goes
+#
+# **Goal.** See what autograd does on every operation, measure what that costs, and make a
+# training step faster by writing small operations whose backward pass we derive ourselves.
+#
+# **Key equations.** Autograd records a *node* for every primitive operation y = f(x) on the
+# forward pass; the backward pass visits the nodes in reverse and applies each one's
+# vector-Jacobian product (VJP), which maps dy = dL/dy, the gradient of the loss L with respect
+# to the output, to dx = dL/dx, the gradient with respect to the input:
+#
+#     dx = dy J,   J = df/dx          (a row vector times the Jacobian, without ever forming J)
+#
+# For one dense ReLU layer h = max(x W + b, 0) that is
+#
+#     da = dh * [h > 0],   dx = da W^T,   dW = x^T da,   db = sum over the batch of da.
+#
+# **Builds on** the coupling and LU model of chapter 5 and the training loop of `tinyflow/train.py`.
+# **Library files it explains:** `tinyflow/linear.py` (`dense`, `dense_inverse`, `lu_weight`,
+# `add_all`), `tinyflow/mlp.py` (`dense_relu`), `tinyflow/affine.py` (`soft_clamp`, `affine`,
+# `affine_inverse`) and `tinyflow/columns.py` (`take_columns`, `merge_columns`).
+
+# %%
+import collections
+import functools
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import autograd.numpy as np
+import matplotlib.pyplot as plt
+import numpy as onp
+from autograd import grad, make_vjp
+from autograd.core import VJPNode
+from autograd.extend import defvjp, primitive
+from autograd.misc import flatten
+from autograd.tracer import trace
+from autograd.util import toposort
+
+import tinyflow as tf
+from tinyflow.benchmark import peak_memory_mib, training_step
+from tinyflow.mlp import dense_relu
+from tinyflow.plotting import chapter_args, savefig
+from tinyflow.train import flat_loss_and_grad
+
+args = chapter_args(__doc__ or "Chapter 8: backprop by hand")
+start = time.perf_counter()
+SEED = args.seed
+BATCH_SIZE = 512                           # points per training step, as in chapter 5
+HIDDEN = (64, 64)                          # each coupling's conditioner: 1 -> 64 -> 64 -> 2
+NUM_BLOCKS = 4 if args.quick else 16       # (coupling, LULinear) pairs; 16 in chapter 5
+CHAIN = 50 if args.quick else 200          # operations in each chain of section 1
+REPEATS = 5 if args.quick else 40          # timed runs behind each time
+WARMUP = 2 if args.quick else 5            # untimed runs first (caches, lazy imports)
+rng = onp.random.default_rng(SEED)
+
+
+def fastest_ms(run, repeats=REPEATS, warmup=WARMUP):
+    """The fastest of `repeats` timed calls of run(), in ms, after `warmup` untimed ones. The
+    fastest, as `timeit` advises: other processes on the machine can only ever add time."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - begin)
+    return 1e3 * min(times)
+
+
+# %% [markdown]
+# ## 1. Autograd's tape, and what one node costs
+#
+# `autograd.grad(f)(x)` runs f on a *box* around x. Every `autograd.numpy` function is a
+# *primitive*: called on a box, it computes its value with plain NumPy and records a node that
+# holds its parents and a closure computing its VJP. The backward pass then sorts the nodes
+# (`toposort`) and calls each VJP once. To count the nodes we run the same recording ourselves,
+# with a node class that also keeps the name of its primitive. `trace`, `VJPNode` and `toposort`
+# are autograd internals (autograd/tracer.py, core.py, util.py), not a public API: fine for
+# looking, not for a library to lean on.
+
+# %%
+class NamedNode(VJPNode):
+    """autograd's tape node, plus the name of the primitive that recorded it."""
+    __slots__ = ["name"]
+
+    def __init__(self, value, fun, args, kwargs, parent_argnums, parents):
+        super().__init__(value, fun, args, kwargs, parent_argnums, parents)
+        self.name = fun.__name__
+
+    def initialize_root(self):
+        super().initialize_root()
+        self.name = "input"
+
+
+def tape(fun, x):
+    """The nodes autograd records for fun(x), counted by primitive: Counter({name: count}).
+    The input itself is one node ("input"); every later node descends from it."""
+    _, end_node = trace(NamedNode.new_root(), fun, x)
+    return collections.Counter(node.name for node in toposort(end_node))
+
+
+x = rng.standard_normal((BATCH_SIZE, 2))                     # a batch of 2D points
+M = onp.array([[0.8, 0.6], [-0.6, 0.8]])                    # a rotation: the chain neither grows nor shrinks
+swap = onp.array([1, 0])
+OPERATIONS = {"x * 0.999": lambda x: x * 0.999,
+              "x + 0.001": lambda x: x + 0.001,
+              "np.tanh(x)": np.tanh,
+              "np.dot(x, M)": lambda x: np.dot(x, M),
+              "x[:, [1, 0]]": lambda x: x[:, swap]}
+
+
+def chain(operation):
+    """x -> sum(op(op(... op(x)))), CHAIN times op: a scalar, so it has a gradient."""
+    def f(x):
+        for _ in range(CHAIN):
+            x = operation(x)
+        return np.sum(x)
+    return f
+
+
+print(f"a chain of {CHAIN} operations on x of shape {x.shape}:")
+print(f"  {'operation':14s} {'nodes':>6s} {'NumPy alone':>12s} {'taped forward':>14s} {'forward + backward':>19s}")
+per_node = {}
+for label, operation in OPERATIONS.items():
+    f = chain(operation)
+    nodes = sum(tape(f, x).values())
+    plain = 1e3 * fastest_ms(lambda: f(x)) / CHAIN                 # µs per operation
+    taped = 1e3 * fastest_ms(lambda: trace(VJPNode.new_root(), f, x)) / nodes
+    total = 1e3 * fastest_ms(lambda: grad(f)(x)) / nodes
+    per_node[label] = plain, taped, total
+    print(f"  {label:14s} {nodes:6d} {plain:9.1f} µs {taped:11.1f} µs {total:16.1f} µs")
+typical = statistics.median(total / plain for plain, _, total in per_node.values())
+print(f"autograd's forward + backward costs {typical:.0f}x the NumPy arithmetic per operation (median of the rows)")
+
+# %% [markdown]
+# Each chain records CHAIN + 2 nodes (the input, the operations and the final sum). On a batch of
+# 512 two-dimensional points the arithmetic of an elementwise operation takes about a
+# microsecond; autograd's bookkeeping takes ten times that: a box, a node and a VJP closure on
+# the way forward, then a lookup, a call and an addition of gradients on the way back (the
+# backward pass also does the arithmetic of the VJP itself). Indexing with a list has one of the
+# dearest backward passes: its VJP must allow repeated indices, so it adds into zeros with
+# `np.add.at`. Only `tanh` has arithmetic in the same league as the bookkeeping (NumPy has no
+# vectorised float64 tanh on this machine; see `tinyflow/mlp.py`).
+#
+# So at these sizes a training step's time is set less by the arithmetic than by **how many
+# nodes** it records. The cure is to record fewer: write a few operations that always come
+# together as *one* primitive, with its VJP written by hand.
+#
+# ## 2. Backprop through one dense ReLU layer, by hand
+#
+# Take h = max(a, 0) with a = x W + b; x is (N, n_in), W (n_in, n_out), b (n_out,), and dh =
+# dL/dh (N, n_out) is what the backward pass hands us. Then, one step at a time:
+#
+# - **ReLU.** dh_ij/da_ij is 1 where a_ij > 0 and 0 elsewhere, and h_ij > 0 exactly where
+#   a_ij > 0, so da = dh * [h > 0]: we can read it off the output, no need to keep a.
+# - **Weights.** a_ij = sum_k x_ik W_kj + b_j, so dL/dW_kj = sum_i x_ik da_ij: **dW = x^T da**.
+# - **Inputs.** dL/dx_ik = sum_j da_ij W_kj: **dx = da W^T**.
+# - **Bias.** b_j is added to every row, so its gradient sums over the batch: **db = sum_i da_i**.
+#
+# Each result has the shape of what it is the gradient of, a quick check on every formula.
+# `primitive` makes a plain-NumPy function a node; `defvjp` gives one VJP maker per argument,
+# each called as maker(output, *inputs) and returning the function dh -> gradient.
+
+# %%
+@primitive
+def my_dense_relu(x, W, b):
+    """h = max(x W + b, 0). Inside a primitive everything is a plain ndarray."""
+    return onp.maximum(onp.dot(x, W) + b, 0.0)
+
+
+defvjp(my_dense_relu,
+       lambda h, x, W, b: lambda dh: onp.dot(dh * (h > 0), W.T),          # dx = da W^T
+       lambda h, x, W, b: lambda dh: onp.dot(x.T, dh * (h > 0)),          # dW = x^T da
+       lambda h, x, W, b: lambda dh: onp.sum(dh * (h > 0), axis=0))       # db = sum_i da_i
+
+
+def plain_dense_relu(x, W, b):
+    """The same layer as autograd.numpy expressions: three nodes (dot, add, maximum)."""
+    return np.maximum(np.dot(x, W) + b, 0.0)
+
+
+# %% [markdown]
+# Two checks. Against autograd's gradient of the plain expression: for a random dh (the
+# "cotangent"), both must give the same VJP, i.e. the same gradient of sum(dh * h), to rounding.
+# Against central finite differences, (L(theta + eps e_i) - L(theta - eps e_i)) / (2 eps) for
+# every entry e_i of (x, W, b), on a small layer: that checks the formulas themselves, not just
+# that two programs agree.
+
+# %%
+def vjp_loss(layer, dh):
+    """(x, W, b) -> sum(dh * layer(x, W, b)): its gradient is the layer's VJP applied to dh."""
+    return lambda xWb: np.sum(dh * layer(*xWb))
+
+
+xWb = (rng.standard_normal((BATCH_SIZE, HIDDEN[0])), rng.standard_normal(HIDDEN) / 8,
+       rng.standard_normal(HIDDEN[1]))
+dh = rng.standard_normal((BATCH_SIZE, HIDDEN[1]))                 # the cotangent: a random dL/dh
+mine, autograds = grad(vjp_loss(my_dense_relu, dh))(xWb), grad(vjp_loss(plain_dense_relu, dh))(xWb)
+vjp_vs_autograd = max(onp.max(onp.abs(g - h)) for g, h in zip(mine, autograds))
+print(f"my_dense_relu vs autograd, x {xWb[0].shape}: max |difference| over dx, dW, db = {vjp_vs_autograd:.1e}")
+
+small, unflatten_small = flatten((rng.standard_normal((16, 3)), rng.standard_normal((3, 5)),
+                                  rng.standard_normal(5)))        # (x, W, b) as one vector of 68
+
+
+def small_loss(theta):
+    return vjp_loss(my_dense_relu, dh[:16, :5])(unflatten_small(theta))
+
+
+eps = 1e-6
+finite_diff = onp.array([(small_loss(small + eps * e) - small_loss(small - eps * e)) / (2 * eps)
+                         for e in onp.eye(small.size)])
+exact = grad(small_loss)(small)
+vjp_vs_fd = onp.max(onp.abs(finite_diff - exact)) / onp.max(onp.abs(exact))
+print(f"my_dense_relu vs central differences (eps = {eps:g}), {small.size} entries of (x, W, b): "
+      f"max relative error {vjp_vs_fd:.1e}")
+
+# %% [markdown]
+# Now the cost. The plain expression records three nodes (dot, add, maximum) and our primitive
+# one; tinyflow's `dense_relu` is the same primitive, written so it computes `da` once, computes
+# only the gradients autograd asks for (`defvjp_argnums`), and adds b and applies the ReLU in place.
+# We time one forward pass with tape plus one backward pass, `make_vjp` then the VJP.
+
+# %%
+for label, layer in [("plain expression", plain_dense_relu), ("my_dense_relu", my_dense_relu),
+                     ("tinyflow dense_relu", dense_relu)]:
+    f = lambda xWb: layer(*xWb)
+    nodes = tape(f, xWb)
+    ops = sum(count for name, count in nodes.items() if name not in ("input", "container_take"))
+    microseconds = 1e3 * fastest_ms(lambda: make_vjp(f)(xWb)[0](dh))
+    print(f"  {label:20s} {ops} node(s) {dict(nodes)}: forward + backward {microseconds:.0f} µs")
+
+# %% [markdown]
+# ("container_take" is autograd reading x, W and b out of the tuple we differentiate; it is there
+# in all three rows.) At (512, 64) x (64, 64) the arithmetic is no longer small, so one node
+# instead of three saves only a part of the time, far from two thirds. The (512, 1) and (512, 2)
+# arrays that a 2D flow's couplings pass around cost little but bookkeeping (section 1), and
+# there fusing saves nearly all of it.
+#
+# ## 3. A whole model, textbook and primitive, from the same parameters
+#
+# The 16-block model of chapter 5, [coupling (64, 64) relu + LULinear] x 16, written twice. The
+# *textbook* version subclasses the library layers and writes each step with autograd.numpy, as
+# tinyflow itself did before its primitives: `x[:, index]`, `np.tanh` for the soft clamp,
+# `x * np.exp(s) + t`, `np.concatenate` then a reorder, and W = L U from `tril`, `triu`, `exp`,
+# `diag` and `dot`, inverted with `np.linalg.solve`. It reads LULinear's packed parameter
+# `LU` (strictly lower part = L, diagonal = log d, strictly upper part = U), so both versions take
+# the very same parameters.
+
+# %%
+def textbook_mlp(params, x):
+    """tinyflow's ReLU MLP as autograd.numpy: dot, add, maximum for each hidden layer."""
+    for layer in params[:-1]:
+        x = np.maximum(np.dot(x, layer["W"]) + layer["b"], 0.0)
+    return np.dot(x, params[-1]["W"]) + params[-1]["b"]
+
+
+class TextbookCoupling(tf.AffineCoupling):
+    """AffineCoupling (ReLU conditioner) written with autograd.numpy only."""
+
+    def s_t(self, params, x_a):
+        h = textbook_mlp(params, x_a)
+        n_b = len(self.index_b)
+        return self.s_max * np.tanh(h[:, :n_b] / self.s_max), h[:, n_b:]
+
+    def merge(self, part_a, part_b):
+        unsort = onp.argsort(onp.concatenate([self.index_a, self.index_b]))
+        return np.concatenate([part_a, part_b], axis=1)[:, unsort]       # back to the original order
+
+    def forward(self, params, x):
+        x_a = x[:, self.index_a]
+        s, t = self.s_t(params, x_a)
+        return self.merge(x_a, x[:, self.index_b] * np.exp(s) + t), np.sum(s, axis=1)
+
+    def inverse(self, params, y):
+        y_a = y[:, self.index_a]
+        s, t = self.s_t(params, y_a)
+        return self.merge(y_a, (y[:, self.index_b] - t) * np.exp(-s)), -np.sum(s, axis=1)
+
+
+class TextbookLU(tf.LULinear):
+    """LULinear (no permutation) written with autograd.numpy only, on the same packed LU."""
+
+    def weight(self, params):
+        LU = params["LU"]
+        L = np.tril(LU, -1) + np.eye(len(LU))
+        U = np.triu(LU, 1) + np.diag(np.exp(np.diag(LU)))
+        return np.dot(L, U)
+
+    def forward(self, params, x):
+        log_det = np.sum(np.diag(params["LU"]))
+        return np.dot(x, self.weight(params).T) + params["b"], log_det * np.ones(len(x))
+
+    def inverse(self, params, y):
+        x = np.linalg.solve(self.weight(params), (y - params["b"]).T).T
+        return x, -np.sum(np.diag(params["LU"])) * np.ones(len(y))
+
+
+class TextbookFlow(tf.Flow):
+    """Flow, summing the layers' log-dets one addition at a time."""
+
+    def log_prob(self, params, x):
+        z, log_det = x, 0.0
+        for layer, p in zip(reversed(self.layers), reversed(params["layers"])):
+            z, layer_log_det = layer.inverse(p, z)
+            log_det = log_det + layer_log_det
+        return self.base.log_prob(params["base"], z) + log_det
+
+
+def build(Flow, Coupling, Linear):
+    layers = [layer for mask in tf.alternating_masks(2, NUM_BLOCKS)
+              for layer in (Coupling(mask, hidden=HIDDEN, activation="relu"), Linear())]
+    return Flow(tf.StandardNormal(2), layers)
+
+
+flows = {"textbook": build(TextbookFlow, TextbookCoupling, TextbookLU),
+         "primitives": build(tf.Flow, tf.AffineCoupling, tf.LULinear)}
+target = tf.UniformConditionalGaussian()
+
+# %% [markdown]
+# At init every conditioner's last layer is zero and every LU is zero, so most gradients are
+# exactly zero and a wrong VJP could hide there. We move all parameters away from init first.
+
+# %%
+theta0, unflatten = flatten(flows["primitives"].init(rng))
+params = unflatten(theta0 + 0.05 * rng.standard_normal(theta0.shape))
+batch = target.sample(rng, BATCH_SIZE)
+
+
+def relative_difference(a, b):
+    return onp.max(onp.abs(a - b)) / onp.max(onp.abs(b))
+
+
+log_q = {name: flow.log_prob(params, batch) for name, flow in flows.items()}
+flat = {name: flat_loss_and_grad(tf.forward_kl(flow), params) for name, flow in flows.items()}
+gradients = {name: loss_and_grad(theta, batch)[1] for name, (theta, _, loss_and_grad) in flat.items()}
+agree_log_prob = relative_difference(log_q["textbook"], log_q["primitives"])
+agree_grad = relative_difference(gradients["textbook"], gradients["primitives"])
+print(f"{NUM_BLOCKS} blocks, {theta0.size} parameters, batch {BATCH_SIZE}")
+print(f"textbook vs primitives: log_prob max relative difference {agree_log_prob:.1e}")
+print(f"textbook vs primitives: forward-KL gradient max relative difference {agree_grad:.1e} "
+      f"(largest |gradient| entry {onp.max(onp.abs(gradients['primitives'])):.2f})")
+
+# %% [markdown]
+# Same numbers; now the cost. First the tape of one training step. `flat_loss_and_grad`, which
+# `fit` uses, differentiates the loss as a function of one flat parameter vector and reads each
+# parameter array out of it with one `_leaf` node. To count that exact tape we hand it a loss that
+# counts the nodes behind its own value before returning it (`value._node`, autograd internals
+# again). For the names, we record the model's computation once more with `tape`, from the params
+# pytree, leaving out autograd's lookups into the pytree ("container_take").
+
+# %%
+def nodes_per_step(loss, params, batch):
+    """The nodes on the tape of flat_loss_and_grad(loss, params) at `batch`, the input included."""
+    counts = []
+
+    def counted_loss(p, x):
+        value = loss(p, x)
+        counts.append(sum(1 for _ in toposort(value._node)))
+        return value
+    theta, _, loss_and_grad = flat_loss_and_grad(counted_loss, params)
+    loss_and_grad(theta, batch)
+    return counts[0]
+
+
+cost = {}
+for name, flow in flows.items():
+    loss = tf.forward_kl(flow)
+    nodes = tape(lambda p: loss(p, batch), params)
+    model = collections.Counter({op: k for op, k in nodes.items() if op not in ("input", "container_take")})
+    cost[name] = {"step_nodes": nodes_per_step(loss, params, batch), "model": model}
+    print(f"  {name:10s} {cost[name]['step_nodes']:4d} nodes per training step, of which "
+          f"{sum(model.values())} compute the model and the loss; most common: "
+          + ", ".join(f"{op} {k}" for op, k in model.most_common(5)))
+print(f"the other {cost['primitives']['step_nodes'] - sum(cost['primitives']['model'].values())} nodes of each "
+      f"step are the input theta and one _leaf per parameter array: {NUM_BLOCKS} x 6 in the MLPs, "
+      f"{NUM_BLOCKS} x 2 in the LUs")
+node_ratio = cost["textbook"]["step_nodes"] / cost["primitives"]["step_nodes"]
+print(f"primitives record {node_ratio:.2f}x fewer nodes per step")
+
+# %% [markdown]
+# Then the time of a whole training step as `fit` runs it: a fresh batch, loss and gradient
+# through `flat_loss_and_grad`, an Adam update (`tinyflow.benchmark.training_step`, which starts
+# both versions from the same `flow.init`: the textbook layers inherit it). For scale we also time
+# the loss alone on plain arrays: the forward arithmetic, with no tape. `getrusage` counts the
+# *minor page faults* of each step (section 4). The two versions take turns, so a busy moment on
+# the machine slows both alike; we print the median and the fastest step.
+
+# %%
+def minor_faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+runs = {name: (training_step(flow, target.sample, BATCH_SIZE, seed=SEED),
+               functools.partial(tf.forward_kl(flow), params, batch)) for name, flow in flows.items()}
+for name in cost:
+    cost[name].update(step=[], forward=[], faults=0)
+for i in range(WARMUP + REPEATS):
+    for name, (step, forward) in runs.items():
+        begin, faults_before = time.perf_counter(), minor_faults()
+        step()
+        middle, faults = time.perf_counter(), minor_faults() - faults_before
+        forward()
+        if i >= WARMUP:
+            cost[name]["step"].append(1e3 * (middle - begin))
+            cost[name]["forward"].append(1e3 * (time.perf_counter() - middle))
+            cost[name]["faults"] += faults / REPEATS
+for name, measured in cost.items():
+    measured["step_ms"] = statistics.median(measured["step"])
+    measured["forward_ms"] = statistics.median(measured["forward"])
+    print(f"  {name:10s} step {measured['step_ms']:5.1f} ms (median of {REPEATS}; fastest "
+          f"{min(measured['step']):5.1f}), {measured['faults']:5.0f} minor page faults per step; "
+          f"forward alone, no tape: {measured['forward_ms']:4.1f} ms")
+print(f"primitives: the step is {cost['textbook']['step_ms'] / cost['primitives']['step_ms']:.1f}x faster")
+
+# %% [markdown]
+# The forward arithmetic (the hatched bars in the figure below) is the same in both versions and
+# under a third of either step; the rest is the tape and the backward pass, which is where fewer
+# nodes pay off. The primitives also keep fewer intermediates alive, as the next section shows.
+#
+# ## 4. Memory: what the tape keeps, and what glibc gives back
+#
+# Every node keeps what its VJP needs (its inputs, often its output) until the backward pass has
+# used it, so at the end of the forward pass the intermediates of the whole step are alive at
+# once. `tinyflow.benchmark.peak_memory_mib` measures that peak with `tracemalloc`.
+
+# %%
+for name, (step, _) in runs.items():
+    print(f"  {name:10s} peak memory of one training step: {peak_memory_mib(step):5.1f} MiB")
+
+# %% [markdown]
+# The backward pass then frees it all, and glibc's `malloc` may hand the freed memory back to
+# the system. The next step asks for it again, and the kernel maps it back in one 4 KiB page at
+# a time: a *minor page fault* per page, each costing kernel time. `MALLOC_TOP_PAD_` asks glibc
+# to keep that much spare memory instead; chapters/run_all.py and the chapter tests set it to
+# 64 MiB, which is why the steps above took (almost) no page faults if you ran the chapter that
+# way. glibc reads the variable once, when the process starts, so to see both ways we start two
+# fresh Python processes, with and without it, and let each count its page faults and its
+# kernel time (`ru_stime`) over 30 steps of the 16-block model with primitives.
+
+# %%
+PROBE = """
+import resource, statistics, time
+import tinyflow as tf
+from tinyflow.benchmark import training_step
+layers = [layer for mask in tf.alternating_masks(2, 16)
+          for layer in (tf.AffineCoupling(mask, hidden=(64, 64), activation="relu"), tf.LULinear())]
+step = training_step(tf.Flow(tf.StandardNormal(2), layers), tf.UniformConditionalGaussian().sample, 512)
+for _ in range(5):
+    step()
+ms, before = [], resource.getrusage(resource.RUSAGE_SELF)
+for _ in range({steps}):
+    begin = time.perf_counter()
+    step()
+    ms.append(1e3 * (time.perf_counter() - begin))
+after = resource.getrusage(resource.RUSAGE_SELF)
+print((after.ru_minflt - before.ru_minflt) / {steps}, 1e3 * (after.ru_stime - before.ru_stime) / {steps},
+      statistics.median(ms), min(ms))
+"""
+print(f"this process: MALLOC_TOP_PAD_ = {os.environ.get('MALLOC_TOP_PAD_', '(not set)')}, "
+      f"OPENBLAS_NUM_THREADS = {os.environ.get('OPENBLAS_NUM_THREADS', '(not set)')}")
+if args.quick:
+    print("(the two fresh processes run in the full run only)")
+else:
+    unset = {key: value for key, value in os.environ.items() if key != "MALLOC_TOP_PAD_"}
+    probes = {}
+    for label, env in [("not set", unset), ("64 MiB", {**unset, "MALLOC_TOP_PAD_": str(64 * 2 ** 20)})]:
+        result = subprocess.run([sys.executable, "-c", PROBE.format(steps=30)], env=env,
+                                capture_output=True, text=True, check=True)
+        probes[label] = [float(value) for value in result.stdout.split()]
+        faults, kernel_ms, step_ms, fastest = probes[label]
+        print(f"  fresh process, MALLOC_TOP_PAD_ {label:7s}: {faults:5.0f} minor page faults and "
+              f"{kernel_ms:4.1f} ms of kernel time per step; step {step_ms:4.1f} ms (median; fastest {fastest:4.1f})")
+    faults, kernel_ms, step_ms, _ = probes["not set"]
+    print(f"without the pad: {1e3 * kernel_ms / faults:.1f} µs of kernel time per fault; "
+          f"median step without the pad minus with it: {step_ms - probes['64 MiB'][2]:.1f} ms")
+
+# %% [markdown]
+# ## 5. The picture
+#
+# Left: the cost of one operation, NumPy alone against autograd's forward and backward per node.
+# Middle: the nodes of one training step, by primitive. Right: the time of one step, with the
+# part that is the forward arithmetic alone.
+
+# %%
+fig, (ax_op, ax_nodes, ax_ms) = plt.subplots(1, 3, figsize=(15, 6))
+rows = onp.arange(len(per_node))
+ax_op.barh(rows - 0.2, [v[0] for v in per_node.values()], 0.4, color="0.6", label="NumPy alone, per operation")
+ax_op.barh(rows + 0.2, [v[2] for v in per_node.values()], 0.4, color="C3",
+           label="autograd: forward + backward, per node")
+ax_op.set(yticks=rows, yticklabels=list(per_node), xlabel="µs", title=f"one operation on a ({BATCH_SIZE}, 2) array",
+          xlim=(0, 1.6 * max(v[2] for v in per_node.values())))
+ax_op.invert_yaxis()
+ax_op.legend(loc="upper right", fontsize=8)
+
+names = list(cost)
+counts = {name: measured["model"] + collections.Counter(
+              {"theta, _leaf": measured["step_nodes"] - sum(measured["model"].values())})
+          for name, measured in cost.items()}
+shown = list(dict.fromkeys(op for name in names for op, _ in counts[name].most_common(12)))
+for name in names:
+    counts[name]["other"] = sum(k for op, k in counts[name].items() if op not in shown)
+rows = onp.arange(len(shown) + 1)
+for offset, name in [(-0.2, "textbook"), (0.2, "primitives")]:
+    ax_nodes.barh(rows + offset, [counts[name][op] for op in shown + ["other"]], 0.4,
+                  label=f"{name}: {cost[name]['step_nodes']} nodes")
+ax_nodes.set(yticks=rows, yticklabels=shown + ["other"], xlabel="nodes recorded by this primitive",
+             title="the tape of one training step")
+ax_nodes.invert_yaxis()
+ax_nodes.legend(loc="center right", fontsize=8)
+
+for i, name in enumerate(names):
+    measured = cost[name]
+    ax_ms.bar(i, measured["step_ms"], 0.6, color=f"C{i}", alpha=0.5, label="step, median" if i == 0 else None)
+    ax_ms.bar(i, measured["forward_ms"], 0.6, hatch="//", color="white", edgecolor="k",
+              label="forward alone, no tape" if i == 0 else None)
+    jitter = rng.uniform(-0.2, 0.2, len(measured["step"]))
+    ax_ms.scatter(i + jitter, measured["step"], s=6, color="k", label="each timed step" if i == 0 else None)
+ax_ms.set(xticks=range(len(names)), ylabel="ms per training step",
+          xticklabels=[f"{name}\nmedian {cost[name]['step_ms']:.1f} ms" for name in names],
+          title=f"{NUM_BLOCKS} x [coupling + LU], batch {BATCH_SIZE}")
+ax_ms.legend(fontsize=8)
+fig.tight_layout()
+savefig(fig, "ch08_step_cost.png", args.figures_dir)
+print(f"chapter ran in {time.perf_counter() - start:.1f} s")
+
+# %% [markdown]
+# ## Summary
+#
+# - Autograd records one node per primitive operation and spends tens of microseconds on each,
+#   forward and backward: more than the arithmetic on a batch of 512 2D points.
+# - A VJP maps dL/d(output) to dL/d(inputs). For h = max(x W + b, 0): da = dh * [h > 0],
+#   dx = da W^T, dW = x^T da, db = sum_i da_i. `primitive` plus `defvjp` make it one node.
+# - Check a hand-written VJP twice: against autograd on the plain expression (same numbers to
+#   rounding) and against central finite differences (the formulas themselves), away from init.
+# - Fusing the operations that always come together (dense + activation, the affine map, column
+#   picks, W = L U, the sum of the log-dets) takes a training step of the chapter-5 model from
+#   792 to 425 nodes and from 18.9 to 10.2 MiB at its peak, with the same gradient to 4e-16;
+#   the step ran 1.7x faster in our full run (median 45.8 -> 27.3 ms).
+# - The tape keeps every intermediate until the backward pass. Without `MALLOC_TOP_PAD_`, glibc
+#   hands the freed memory back after each step and the next step page-faults it in again:
+#   1727 faults and 5.9 ms of kernel time per step in our full run, against 1 fault with it.
+#
+# ## Exercises
+#
+# 1. Write `my_dense_tanh`, h = tanh(x W + b), with da = dh * (1 - h^2), and check it both ways.
+#    Why is it better to compute tanh' from the saved output h than from x W + b?
+# 2. Rewrite `my_dense_relu` with `defvjp_argnums` so that `da` is computed once and only the
+#    gradients autograd asks for are computed (compare with `tinyflow/mlp.py`). Differentiate a
+#    loss with respect to W only and count how many `np.dot` calls each version makes.
+# 3. Break the VJP on purpose, one bug at a time: `dh * (h >= 0)` in dx; `W` instead of `W.T`
+#    in dx; `axis=1` in db. Which of the two checks catches each, and with what error? The
+#    second bug runs without complaint when W is square (as in the (64, 64) check): why is a
+#    check on non-square shapes worth having?
+# 4. `tape` the training step of chapter 4's IAF (`AffineAutoregressive`) and find its most common
+#    nodes. Which two or three operations would you fuse next, and how many nodes would that save?
