@@ -2,7 +2,7 @@
 
     dense(x, W, b)          = x W + b                 a layer of an MLP; x (N, n_in), W (n_in, n_out), b (n_out,)
     dense_inverse(y, W, b)  = (y - b) W^-1            its inverse (W square and invertible)
-    lu_weight(LU)           = L U                     LULinear's matrix, from its packed (D, D) parameter
+    lu_weight(LU, below)    = L U                     LULinear's matrix, from its packed (D, D) parameter
     add_all(x_1, ..., x_k)  = x_1 + ... + x_k         a flow's log-dets, one per layer (all the same shape)
 
 One node on autograd's tape each, instead of two to seven for the same expression written
@@ -55,26 +55,28 @@ def dense_inverse_vjp(argnums, x, args, kwargs):
 defvjp_argnums(dense_inverse, dense_inverse_vjp)
 
 
-def lu_factors(LU):
-    """L = I + (strictly lower part of LU),  U = diag(exp(diagonal of LU)) + (strictly upper part of LU)."""
-    return np.tril(LU, -1) + np.eye(len(LU)), np.triu(LU, 1) + np.diag(np.exp(np.diag(LU)))
+def lu_factors(LU, below):
+    """L = I + (strictly lower part of LU),  U = diag(exp(diagonal of LU)) + (strictly upper part of LU).
+    below: the strictly lower-triangular 0/1 mask (D, D), built once by the layer (np.tril would
+    rebuild it on every call)."""
+    return np.eye(len(LU)) + below * LU, below.T * LU + np.diag(np.exp(np.diag(LU)))
 
 
 @primitive
-def lu_weight(LU):
+def lu_weight(LU, below):
     """W = L U from the packed (D, D) parameter LU (see lu_factors). Backprop, given dW: as
     W = L U, dL = dW U^T and dU = L^T dW; LU's strictly lower part reaches only L's, its strictly
     upper part only U's, and its diagonal (through exp) only U's diagonal."""
-    L, U = lu_factors(LU)
+    L, U = lu_factors(LU, below)
     return np.dot(L, U)
 
 
-def lu_weight_vjp(W, LU):
-    L, U = lu_factors(LU)
+def lu_weight_vjp(W, LU, below):
+    L, U = lu_factors(LU, below)
 
     def vjp(dW):
         dU = np.dot(L.T, dW)
-        return np.tril(np.dot(dW, U.T), -1) + np.triu(dU, 1) + np.diag(np.diag(dU) * np.diag(U))
+        return below * np.dot(dW, U.T) + below.T * dU + np.diag(np.diag(dU) * np.diag(U))
     return vjp
 
 
