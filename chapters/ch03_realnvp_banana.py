@@ -449,8 +449,8 @@ print(f"(entropy {target.entropy:.5f}; held-out numbers on {NUM_HELD_OUT} fresh 
 # off) were no better than the small model alone: the small, decayed model learns slowly, never
 # triggered the early stop, and was still fitting at step 500 (its training NLL, 4.237, is above
 # the entropy). Your numbers will differ with the seed; the printed table is the evidence, this
-# paragraph only reads it. (With seeds 1 and 2 the uncured model overfit less, and with seed 1
-# weight decay also made the KL worse; early stopping came first with all three seeds we tried.)
+# paragraph only reads it. (In earlier runs with seeds 1 and 2, weight decay also made the KL
+# worse with seed 1, and early stopping came first with all three seeds we tried.)
 # Full-batch Adam is not always smooth, either: at `OVERFIT_LEARNING_RATE = 3e-3` we saw runs
 # whose loss spiked in the last steps, with the *training* NLL jumping up together with the
 # held-out one. That is the optimiser overshooting, not memorising, and the training NLL is what

@@ -14,7 +14,7 @@
 #
 #     log q_k(y) = log p_base(z) + sum_{j <= k} log|det d f_j^-1 / d input|,   z = f_1^-1(... f_k^-1(y)).
 #
-# **Builds on** the layer contract (chapter 1 onwards), LeakyReLU (chapter 2) and couplings (chapter 5).
+# **Builds on** the layer contract (chapter 1 onwards), LeakyReLU (chapter 2) and couplings (chapters 3 and 5).
 # **New library files:** `tinyflow/strategies.py` (Hypothesis strategies for your tests) and
 # `tinyflow/layer_plots.py` (grid warps, quadrant scatters, densities after k layers, log-det maps).
 
