@@ -139,8 +139,8 @@ print(f"autograd's forward + backward costs {typical:.0f}x the NumPy arithmetic 
 # %% [markdown]
 # Each chain records CHAIN + 2 nodes (the input, the operations and the final sum). On a batch of
 # 512 two-dimensional points the arithmetic of an elementwise operation takes about a
-# microsecond; autograd's bookkeeping takes ten times that: a box, a node and a VJP closure on
-# the way forward, then a lookup, a call and an addition of gradients on the way back (the
+# microsecond; autograd's bookkeeping takes ten times that or more: a box, a node and a VJP
+# closure on the way forward, then a lookup, a call and an addition of gradients on the way back (the
 # backward pass also does the arithmetic of the VJP itself). Indexing with a list has one of the
 # dearest backward passes: its VJP must allow repeated indices, so it adds into zeros with
 # `np.add.at`. Only `tanh` has arithmetic in the same league as the bookkeeping (NumPy has no
@@ -435,18 +435,24 @@ for name, (step, _) in runs.items():
 # %% [markdown]
 # The backward pass then frees it all, and glibc's `malloc` may hand the freed memory back to
 # the system. The next step asks for it again, and the kernel maps it back in one 4 KiB page at
-# a time: a *minor page fault* per page, each costing kernel time. `MALLOC_TOP_PAD_` asks glibc
-# to keep that much spare memory instead; chapters/run_all.py and the chapter tests set it to
-# 64 MiB, which is why the steps above took (almost) no page faults if you ran the chapter that
-# way. glibc reads the variable once, when the process starts, so to see both ways we start two
-# fresh Python processes, with and without it, and let each count its page faults and its
-# kernel time (`ru_stime`) over 30 steps of the 16-block model with primitives.
+# a time: a *minor page fault* per page, each costing kernel time. glibc returns memory at the
+# top of its heap once more than its *trim threshold* is free there, and that threshold starts
+# at 128 KiB; it rises only when a large block that glibc got straight from the system
+# (`mmap`) is freed: to twice that block's size (mallopt(3), "dynamic mmap threshold").
+# `tinyflow.train.keep_freed_memory`, which `flat_loss_and_grad` calls, allocates and frees one
+# 16 MiB array for exactly that reason, so the ~10 MiB a step frees stays with the process.
+# To see the difference we start two fresh Python processes, one as the library runs and one
+# with `keep_freed_memory` switched off, and let each count its page faults and its kernel time
+# (`ru_stime`) over 30 steps of the 16-block model with primitives. (A process that sets any of
+# glibc's `MALLOC_..._` variables, such as `MALLOC_TOP_PAD_`, has fixed thresholds instead.)
 
 # %%
 PROBE = """
-import resource, statistics, time
+import resource, statistics, sys, time
 import tinyflow as tf
 from tinyflow.benchmark import training_step
+if sys.argv[1] == "off":
+    tf.train.keep_freed_memory = lambda: None       # glibc as it starts: nothing kept
 layers = [layer for mask in tf.alternating_masks(2, 16)
           for layer in (tf.AffineCoupling(mask, hidden=(64, 64), activation="relu"), tf.LULinear())]
 step = training_step(tf.Flow(tf.StandardNormal(2), layers), tf.UniformConditionalGaussian().sample, 512)
@@ -461,23 +467,21 @@ after = resource.getrusage(resource.RUSAGE_SELF)
 print((after.ru_minflt - before.ru_minflt) / {steps}, 1e3 * (after.ru_stime - before.ru_stime) / {steps},
       statistics.median(ms), min(ms))
 """
-print(f"this process: MALLOC_TOP_PAD_ = {os.environ.get('MALLOC_TOP_PAD_', '(not set)')}, "
-      f"OPENBLAS_NUM_THREADS = {os.environ.get('OPENBLAS_NUM_THREADS', '(not set)')}")
 if args.quick:
     print("(the two fresh processes run in the full run only)")
 else:
-    unset = {key: value for key, value in os.environ.items() if key != "MALLOC_TOP_PAD_"}
     probes = {}
-    for label, env in [("not set", unset), ("64 MiB", {**unset, "MALLOC_TOP_PAD_": str(64 * 2 ** 20)})]:
-        result = subprocess.run([sys.executable, "-c", PROBE.format(steps=30)], env=env,
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MALLOC_")}
+    for label, switch in [("keep_freed_memory", "on"), ("glibc's defaults", "off")]:
+        result = subprocess.run([sys.executable, "-c", PROBE.format(steps=30), switch], env=env,
                                 capture_output=True, text=True, check=True)
         probes[label] = [float(value) for value in result.stdout.split()]
         faults, kernel_ms, step_ms, fastest = probes[label]
-        print(f"  fresh process, MALLOC_TOP_PAD_ {label:7s}: {faults:5.0f} minor page faults and "
-              f"{kernel_ms:4.1f} ms of kernel time per step; step {step_ms:4.1f} ms (median; fastest {fastest:4.1f})")
-    faults, kernel_ms, step_ms, _ = probes["not set"]
-    print(f"without the pad: {1e3 * kernel_ms / faults:.1f} µs of kernel time per fault; "
-          f"median step without the pad minus with it: {step_ms - probes['64 MiB'][2]:.1f} ms")
+        print(f"  fresh process, {label:20s}: {faults:5.0f} minor page faults and {kernel_ms:4.1f} ms "
+              f"of kernel time per step; step {step_ms:4.1f} ms (median; fastest {fastest:4.1f})")
+    faults, kernel_ms, step_ms, _ = probes["glibc's defaults"]
+    print(f"with glibc's defaults: {1e3 * kernel_ms / max(faults, 1):.1f} µs of kernel time per fault; "
+          f"median step {step_ms - probes['keep_freed_memory'][2]:.1f} ms slower")
 
 # %% [markdown]
 # ## 5. The picture
@@ -540,10 +544,11 @@ print(f"chapter ran in {time.perf_counter() - start:.1f} s")
 # - Fusing the operations that always come together (dense + activation, the affine map, column
 #   picks, W = L U, the sum of the log-dets) takes a training step of the chapter-5 model from
 #   792 to 425 nodes and from 18.9 to 10.2 MiB at its peak, with the same gradient to 4e-16;
-#   the step ran 1.7x faster in our full run (median 45.8 -> 27.3 ms).
-# - The tape keeps every intermediate until the backward pass. Without `MALLOC_TOP_PAD_`, glibc
-#   hands the freed memory back after each step and the next step page-faults it in again:
-#   1727 faults and 5.9 ms of kernel time per step in our full run, against 1 fault with it.
+#   the step ran 1.7x faster in our full run (median 52.4 -> 30.5 ms).
+# - The tape keeps every intermediate until the backward pass, and glibc would hand the freed
+#   memory back after each step for the next step to page-fault in again: 1621 faults and 4.3 ms
+#   of kernel time per step in our full run (median step 34.9 ms), against 1 fault (28.6 ms)
+#   with `tinyflow.train.keep_freed_memory`, which every training loop here calls.
 #
 # ## Exercises
 #

@@ -3,12 +3,9 @@
 Each chapter runs in its own process (as a student would run it), with the same flags; the
 wall time of each is printed at the end. Stops at the first chapter that fails.
 
-Two settings of the process, each only if you have not set it yourself (see README, "Speed"):
-  OPENBLAS_NUM_THREADS=1  these matrices are small (batch x 64), and on 2 cores a second BLAS
-                          thread costs more in hand-offs than it saves;
-  MALLOC_TOP_PAD_=64 MiB  glibc keeps 64 MiB of freed memory instead of returning it to the
-                          system after every training step, only to page-fault it back in on
-                          the next (about 1900 page faults, 5-6 ms, per 16-block coupling step).
+OpenBLAS is limited to one thread unless you set OPENBLAS_NUM_THREADS yourself: these
+matrices are small (batch x 64), and on 2 cores a second BLAS thread costs more in hand-offs
+than it saves (see README, "Benchmarks").
 """
 import os
 import subprocess
@@ -16,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-ENV = {"OPENBLAS_NUM_THREADS": "1", "MALLOC_TOP_PAD_": str(64 * 2 ** 20), **os.environ}
+ENV = {"OPENBLAS_NUM_THREADS": "1", **os.environ}
 CHAPTERS = sorted(Path(__file__).resolve().parent.glob("ch[0-9][0-9]_*.py"))
 
 
