@@ -35,7 +35,7 @@ SEED = args.seed
 NUM_BLOCKS = 4 if args.quick else 16          # (coupling, LULinear) pairs, as in the tutorial
 HIDDEN = (64, 64)                             # the conditioner: 1 -> 64 -> 64 -> 2
 NUM_STEPS = 10 if args.quick else 1000        # the tutorial's training run
-NUM_STEPS_LONG = 20 if args.quick else 1200   # the same run, continued: what longer training buys
+NUM_STEPS_LONG = 20 if args.quick else 1100   # the same run, continued: what longer training buys
 LEARNING_RATE = 1e-3
 SETTLE_RATE = 1e-4                             # step size after NUM_STEPS: let Adam settle
 WEIGHT_DECAY = 1e-5
@@ -232,8 +232,8 @@ print(f"paired KL after {NUM_STEPS_LONG} steps: {reports[NUM_STEPS_LONG]['kl']:.
 # %% [markdown]
 # **Reading the numbers.** With seed 0 the tutorial's 1000 steps leave a paired KL of 0.027
 # nats, below the 0.036-0.049 normflows reports for the same settings (seeds 1 and 2 gave
-# 0.033 and 0.026 in our runs); 200 more steps of the same run at a tenth of the step size
-# bring it to 0.017 (seeds 1 and 2: 0.019 and 0.017), at the low end of normflows' range
+# 0.033 and 0.026 in our runs); 100 more steps of the same run at a tenth of the step size
+# bring it to 0.018 (seeds 1 and 2: 0.020 and 0.019), at the low end of normflows' range
 # after 5000 steps. One step's number says little on its own: Adam at a constant step size
 # never stops moving the parameters, so the loss wanders by a few hundredths from step 300 on. Two details of the model mattered, both measured at 1000 steps:
 # the MLP's *biases* must start random (with zero biases all 64 first-layer units of a
@@ -305,7 +305,7 @@ savefig(fig, "ch05_training.png", args.figures_dir)
 # is several times larger: the flow rounds the box off, too low just inside an edge and too
 # high just outside. We integrate $q$ over the window to check it is a density and to measure
 # the mass $m$ it puts outside the support $[1, 2]$. That leak alone costs at least
-# $-\log(1 - m)$ nats of KL (exercise 4): more than half of the KL here.
+# $-\log(1 - m)$ nats of KL (exercise 4): about half of the KL here.
 
 # %%
 a_axis, b_axis = A[0], B[:, 0]
@@ -346,7 +346,7 @@ savefig(fig, "ch05_density.png", args.figures_dir)
 #
 # The marginals tell the same story in one dimension: $q(b)$ follows $p(b)$ closely, while
 # $q(a)$ is a box with rounded shoulders at 1 and 2 and a ripple just inside them, flatter and
-# steeper after 1200 steps than after 1000. Sampling runs
+# steeper after 1100 steps than after 1000. Sampling runs
 # the layers forward from $N(0, I)$ (no inverse needed); the fraction of samples with $a$
 # outside $[1, 2]$ is a Monte-Carlo check of the leaked mass measured on the grid above.
 
@@ -377,12 +377,12 @@ savefig(fig, "ch05_marginals.png", args.figures_dir)
 # * The target's entropy is $H = \tfrac12\log(2\pi e) + \tfrac12(2\log 2 - 1) = 1.61209$; the
 #   held-out NLL minus $H$ and the paired $\mathbb{E}_p[\log p - \log q]$ both estimate the KL.
 # * 16 blocks of (affine coupling, LU linear) trained for the tutorial's 1000 steps reach a
-#   paired KL of 0.027 with seed 0 (normflows: 0.036-0.049); 200 more steps at step size 1e-4
-#   bring it to 0.017: a smaller step lets Adam settle instead of wandering. From step 300 on
+#   paired KL of 0.027 with seed 0 (normflows: 0.036-0.049); 100 more steps at step size 1e-4
+#   bring it to 0.018: a smaller step lets Adam settle instead of wandering. From step 300 on
 #   the loss wanders by a few hundredths, so compare runs on held-out KL at several steps, not one.
 # * What is left is mostly at the hard edges $a = 1$ and $a = 2$: a smooth bijection of a
 #   Gaussian leaks mass past them, and the bound $-\log(1 - m)$ on the leak's cost accounts
-#   for more than half of the KL (0.015 of 0.027 at 1000 steps, 0.010 of 0.017 at 1200).
+#   for about half of the KL (0.015 of 0.027 at 1000 steps, 0.008 of 0.018 at 1100).
 # * Opening up `fit`'s loop (batch, loss and gradient, skip if not finite, `adam_update`) lets
 #   us look at the parameters during training; with a constant step size, checkpoints of one
 #   long run are the shorter runs.
