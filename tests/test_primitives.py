@@ -21,7 +21,7 @@ AUTOGRAD_TOL = 1e-12       # the same math in another order: rounding only
 FINITE_DIFF_TOL = 1e-6     # central differences, h = 1e-6 times max(1, |arg|): O(h^2) + O(eps / h)
 
 
-def _lu_reference(LU, below):
+def _lu_reference(LU):
     L = anp.tril(LU, -1) + anp.eye(len(LU))
     U = anp.triu(LU, 1) + anp.diag(anp.exp(anp.diag(LU)))
     return anp.dot(L, U)
@@ -45,7 +45,7 @@ def _draw(rng, n, d_in, d_out):
         "dense_relu": (dense_relu, lambda x, W, b: anp.maximum(anp.dot(x, W) + b, 0.0), (x, W, b), (0, 1, 2)),
         "dense_inverse": (dense_inverse, lambda y, W, b: anp.linalg.solve(W.T, (y - b).T).T,
                           (x, square, rng.standard_normal(d_in)), (0, 1, 2)),
-        "lu_weight": (lu_weight, _lu_reference, (rng.standard_normal((d_in, d_in)), np.tri(d_in, k=-1)), (0,)),
+        "lu_weight": (lu_weight, _lu_reference, (rng.standard_normal((d_in, d_in)),), (0,)),
         "add_all": (add_all, lambda a, b, c: a + b + c, (x, s, t), (0, 1, 2)),
         "soft_clamp": (soft_clamp, lambda s, s_max: s_max * anp.tanh(s / s_max), (3 * s, 2.0), (0,)),
         "affine": (affine, lambda x, s, t: x * anp.exp(s) + t, (x, s, t), (0, 1, 2)),

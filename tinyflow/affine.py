@@ -14,6 +14,8 @@ shape; unlike autograd's own multiply they do not undo broadcasting.)
 import numpy as np
 from autograd.extend import defvjp, defvjp_argnums, primitive
 
+from .linear import _only
+
 
 @primitive
 def soft_clamp(s_raw, s_max):
@@ -33,11 +35,10 @@ def affine(x, s, t):
 
 def affine_vjp(argnums, y, args, kwargs):
     x, s, t = args
-    dy_dx = np.exp(s)
 
     def vjp(dy):
-        grads = {0: lambda: dy * dy_dx, 1: lambda: dy * x * dy_dx, 2: lambda: dy}
-        return [grads[i]() for i in argnums]          # only for the arguments being differentiated
+        exp_s = np.exp(s)                     # here, in the backward pass: the forward pass has no use for it
+        return _only(argnums, {0: lambda: dy * exp_s, 1: lambda: dy * x * exp_s, 2: lambda: dy})
     return vjp
 
 
@@ -52,12 +53,10 @@ def affine_inverse(y, s, t):
 
 def affine_inverse_vjp(argnums, x, args, kwargs):
     y, s, t = args
-    dx_dy = np.exp(-s)
 
     def vjp(dx):
-        dy = dx * dx_dy
-        grads = {0: lambda: dy, 1: lambda: -dx * x, 2: lambda: -dy}
-        return [grads[i]() for i in argnums]
+        dy = dx * np.exp(-s)
+        return _only(argnums, {0: lambda: dy, 1: lambda: -dx * x, 2: lambda: -dy})
     return vjp
 
 

@@ -2,7 +2,7 @@
 
     dense(x, W, b)          = x W + b                 a layer of an MLP; x (N, n_in), W (n_in, n_out), b (n_out,)
     dense_inverse(y, W, b)  = (y - b) W^-1            its inverse (W square and invertible)
-    lu_weight(LU, below)    = L U                     LULinear's matrix, from its packed (D, D) parameter
+    lu_weight(LU)           = L U                     LULinear's matrix, from its packed (D, D) parameter
     add_all(x_1, ..., x_k)  = x_1 + ... + x_k         a flow's log-dets, one per layer (all the same shape)
 
 One node on autograd's tape each, instead of two to seven for the same expression written
@@ -27,10 +27,16 @@ def dense(x, W, b):
     return h
 
 
+def dense_backprop(argnums, x, W, da):
+    """The gradients of a = x W + b that autograd asked for, given da = dL/da:
+    dx = da W^T, dW = x^T da, db = sum over the batch of da. Shared by every dense layer."""
+    return _only(argnums, {0: lambda: np.dot(da, W.T), 1: lambda: np.dot(x.T, da),
+                           2: lambda: np.sum(da, axis=0)})
+
+
 def dense_vjp(argnums, h, args, kwargs):
     x, W, b = args
-    return lambda dh: _only(argnums, {0: lambda: np.dot(dh, W.T), 1: lambda: np.dot(x.T, dh),
-                                      2: lambda: np.sum(dh, axis=0)})
+    return lambda dh: dense_backprop(argnums, x, W, dh)
 
 
 defvjp_argnums(dense, dense_vjp)
@@ -55,26 +61,25 @@ def dense_inverse_vjp(argnums, x, args, kwargs):
 defvjp_argnums(dense_inverse, dense_inverse_vjp)
 
 
-def lu_factors(LU, below):
-    """L = I + (strictly lower part of LU),  U = diag(exp(diagonal of LU)) + (strictly upper part of LU).
-    below: the strictly lower-triangular 0/1 mask (D, D), built once by the layer (np.tril would
-    rebuild it on every call)."""
-    return np.eye(len(LU)) + below * LU, below.T * LU + np.diag(np.exp(np.diag(LU)))
+def lu_factors(LU):
+    """L = I + (strictly lower part of LU),  U = diag(exp(diagonal of LU)) + (strictly upper part of LU),
+    and the strictly lower 0/1 mask that splits LU."""
+    below = np.tri(len(LU), k=-1)
+    return np.eye(len(LU)) + below * LU, below.T * LU + np.diag(np.exp(np.diag(LU))), below
 
 
 @primitive
-def lu_weight(LU, below):
+def lu_weight(LU):
     """W = L U from the packed (D, D) parameter LU (see lu_factors). Backprop, given dW: as
     W = L U, dL = dW U^T and dU = L^T dW; LU's strictly lower part reaches only L's, its strictly
     upper part only U's, and its diagonal (through exp) only U's diagonal."""
-    L, U = lu_factors(LU, below)
+    L, U, _ = lu_factors(LU)
     return np.dot(L, U)
 
 
-def lu_weight_vjp(W, LU, below):
-    L, U = lu_factors(LU, below)
-
+def lu_weight_vjp(W, LU):
     def vjp(dW):
+        L, U, below = lu_factors(LU)          # rebuilt here, in the backward pass, not kept from the forward
         dU = np.dot(L.T, dW)
         return below * np.dot(dW, U.T) + below.T * dU + np.diag(np.diag(dU) * np.diag(U))
     return vjp

@@ -16,7 +16,7 @@ add, activation, lookups), which is most of the speed of a training step at thes
 import numpy as np
 from autograd.extend import defvjp_argnums, primitive
 
-from .linear import _only, dense
+from .linear import dense, dense_backprop
 
 
 def mlp_init(rng, sizes, zero_last=True):
@@ -44,7 +44,7 @@ def dense_tanh(x, W, b):
 
     Backprop, given dh = dL/dh (N, n_out):
         da = dh * (1 - h^2)         tanh' = 1 - tanh^2, read off the saved output h
-        dx = da W^T,   dW = x^T da,   db = sum over the batch of da
+        dx = da W^T,   dW = x^T da,   db = sum over the batch of da     (linear.dense_backprop)
     """
     a = np.dot(x, W)
     a += b                                  # in place: one (N, n_out) buffer instead of three,
@@ -54,11 +54,7 @@ def dense_tanh(x, W, b):
 def dense_tanh_vjp(argnums, h, args, kwargs):
     x, W, b = args
 
-    def vjp(dh):
-        da = dh * (1 - h ** 2)
-        return _only(argnums, {0: lambda: np.dot(da, W.T), 1: lambda: np.dot(x.T, da),
-                               2: lambda: np.sum(da, axis=0)})
-    return vjp
+    return lambda dh: dense_backprop(argnums, x, W, dh * (1 - h ** 2))
 
 
 defvjp_argnums(dense_tanh, dense_tanh_vjp)
@@ -75,11 +71,7 @@ def dense_relu(x, W, b):
 def dense_relu_vjp(argnums, h, args, kwargs):
     x, W, b = args
 
-    def vjp(dh):
-        da = dh * (h > 0)
-        return _only(argnums, {0: lambda: np.dot(da, W.T), 1: lambda: np.dot(x.T, da),
-                               2: lambda: np.sum(da, axis=0)})
-    return vjp
+    return lambda dh: dense_backprop(argnums, x, W, dh * (h > 0))
 
 
 defvjp_argnums(dense_relu, dense_relu_vjp)

@@ -66,7 +66,6 @@ class Permute:
 class LULinear:
     def __init__(self, order=None):
         self.order = None if order is None else _check_order(order)
-        self._below = {}                  # strictly lower-triangular masks by dim: fixed, so built once
 
     def init(self, rng, dim):
         dim = check_dim(dim)
@@ -76,10 +75,7 @@ class LULinear:
 
     def weight(self, params):
         """W = P L U, built from the parameters (once per call, shared by all N points)."""
-        dim = len(params["b"])
-        if dim not in self._below:
-            self._below[dim] = np.tri(dim, k=-1)
-        W = lu_weight(params["LU"], self._below[dim])
+        W = lu_weight(params["LU"])
         return W if self.order is None else W[self.order]
 
     def forward(self, params, x):

@@ -79,20 +79,23 @@ def _map_leaves(f, tree):
     return f(tree)
 
 
+def _span(index):
+    """flatten lays each leaf out in consecutive positions of theta: the slice holding it."""
+    start = int(index.flat[0]) if index.size else 0
+    return slice(start, start + index.size)
+
+
 @primitive
 def _leaf(theta, index):
-    """theta[index]: one parameter array read out of the flat vector. flatten lays each leaf out
-    in consecutive positions, so a slice reads it (a view: no copy, no fancy indexing)."""
-    start = int(index.flat[0]) if index.size else 0
-    return theta[start:start + index.size].reshape(index.shape)
+    """theta[index]: one parameter array read out of the flat vector, as a slice (a view: no
+    copy, no fancy indexing)."""
+    return theta[_span(index)].reshape(index.shape)
 
 
 def _leaf_vjp(leaf, theta, index):
-    start = int(index.flat[0]) if index.size else 0
-
     def vjp(g):
         def add_into(total):                  # autograd sums every leaf's piece into one theta-sized buffer
-            total[start:start + g.size] += g.ravel()
+            total[_span(index)] += g.ravel()
             return total
         return SparseObject(vspace(theta), add_into)
     return vjp
