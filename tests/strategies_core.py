@@ -1,7 +1,8 @@
 """Shared test material: every layer the library ships, Hypothesis strategies that draw
 parameters as well as inputs, and the quadrature / chi-square helpers of the density tests.
 
-Parameters are pushed away from their initial values: a coupling or autoregressive layer starts
+The helpers that move parameters and force both signs are tinyflow.strategies' own (the ones a
+student's tests use). Parameters are pushed away from their initial values: a coupling or autoregressive layer starts
 as the identity (zero last layer) and an LU layer starts as a permutation, so at init log_det = 0
 and a log-det with the wrong sign, or a missing term, would pass unnoticed. We draw a seed, init,
 then set theta = theta_0 + scale * N(0, I) with scale in [0.3, 1.5] on the flattened pytree.
@@ -14,10 +15,10 @@ straddles the leaky ReLU's kink, and rows 0 and 1 are forced positive and negati
 coordinate of a piecewise layer sees both branches.
 """
 import numpy as np
-from autograd.misc import flatten
 from hypothesis import strategies as st
 
 import tinyflow as tf
+from tinyflow.strategies import both_signs, perturb_params
 
 HIDDEN = (8,)          # small conditioners: the properties do not depend on width, the runtime does
 
@@ -47,29 +48,12 @@ LAYERS = {
 LAYER_NAMES = sorted(LAYERS)
 
 
-def perturbed_params(layer, dim, seed, scale):
-    """init(rng, dim), then every parameter moved by scale * N(0, 1) (a fresh stream of the seed)."""
-    rng = np.random.default_rng(seed)
-    params = layer.init(rng, dim)
-    if params == {}:                    # parameterless (flatten would warn about an empty tree)
-        return params
-    theta, unflatten = flatten(params)
-    return unflatten(theta + scale * rng.standard_normal(theta.shape))
-
-
-def two_branch(u):
-    """|u_ij| >= 0.01, row 0 positive and row 1 negative: both branches in every column."""
-    u = np.where(u < 0, np.minimum(u, -0.01), np.maximum(u, 0.01))
-    u[0], u[1] = np.abs(u[0]), -np.abs(u[1])
-    return u
-
-
 def points(dim, max_rows=4):
     """(N, dim) float64 inputs, N in [2, max_rows], |x| <= 3, both signs in every column.
     Hypothesis draws N and a seed for the coordinates rather than each float: element-wise float
     draws cost most of the suite's runtime, and every coordinate is moderate by design anyway."""
     def build(n, seed):
-        return two_branch(np.random.default_rng(seed).uniform(-3, 3, (n, dim)))
+        return both_signs(np.random.default_rng(seed).uniform(-3, 3, (n, dim)))
     return st.builds(build, st.integers(2, max_rows), st.integers(0, 2 ** 32 - 1))
 
 
@@ -81,7 +65,7 @@ def layer_draw(draw, name):
     layer = factory()
     seed = draw(st.integers(0, 2 ** 32 - 1))
     scale = draw(st.floats(0.3, 1.5))
-    params = perturbed_params(layer, dim, seed, scale)
+    params = perturb_params(layer, dim, seed, scale)
     x, y = draw(points(dim)), draw(points(dim))
     if name == "Exp":
         y = np.exp(y)

@@ -64,9 +64,10 @@ def test_one_branch_bug_hides_from_positive_inputs():
 
 
 def test_check_layer_passes_every_library_layer_at_pushed_parameters():
-    from strategies_core import LAYER_NAMES, LAYERS, perturbed_params, two_branch
+    from strategies_core import LAYER_NAMES, LAYERS
+    from tinyflow.strategies import both_signs, perturb_params
     for name in LAYER_NAMES:
         factory, dim = LAYERS[name]
         layer = factory()
-        x = two_branch(np.random.default_rng(1).uniform(-3, 3, (4, dim)))
-        tf.check_layer(layer, perturbed_params(layer, dim, 2, 0.7), x)
+        x = both_signs(np.random.default_rng(1).uniform(-3, 3, (4, dim)))
+        tf.check_layer(layer, perturb_params(layer, dim, 2, 0.7), x)

@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
 import tinyflow as tf
-from strategies_core import LAYER_NAMES, LAYERS, perturbed_params
+from tinyflow.strategies import perturb_params
+from strategies_core import LAYER_NAMES, LAYERS
 
 
 def assert_bit_exact(loaded, saved):
@@ -43,7 +44,7 @@ def test_save_then_load_is_bit_exact(tree, tmp_path_factory):
 
 def test_flow_params_of_every_layer_round_trip(tmp_path):
     """Every layer's (pushed) parameters in one flow-shaped tree, including {} entries."""
-    params = {"base": {}, "layers": [perturbed_params(LAYERS[name][0](), LAYERS[name][1], 0, 0.5)
+    params = {"base": {}, "layers": [perturb_params(LAYERS[name][0](), LAYERS[name][1], 0, 0.5)
                                      for name in LAYER_NAMES]}
     tf.save_params(tmp_path / "flow.npz", params)
     loaded = tf.load_params(tmp_path / "flow.npz")

@@ -11,21 +11,7 @@ from hypothesis import strategies as st
 
 import tinyflow as tf
 from tinyflow import strategies
-
-HIDDEN = (8,)
-LAYERS = {                                   # name -> (factory, dim): a fresh layer per test
-    "Affine": (lambda: tf.Affine(), 3),
-    "Exp": (lambda: tf.Exp(), 2),
-    "LeakyReLU": (lambda: tf.LeakyReLU(0.2), 3),
-    "LeakyReLU-learnable": (lambda: tf.LeakyReLU(0.2, learnable=True), 3),
-    "AffineCoupling": (lambda: tf.AffineCoupling([1, 0, 1], hidden=HIDDEN), 3),
-    "AffineAutoregressive": (lambda: tf.AffineAutoregressive(hidden=HIDDEN), 3),
-    "Invert-AffineAutoregressive": (lambda: tf.Invert(tf.AffineAutoregressive(hidden=HIDDEN)), 3),
-    "Reverse": (lambda: tf.Reverse(), 3),
-    "Permute": (lambda: tf.Permute([2, 0, 1]), 3),
-    "LULinear": (lambda: tf.LULinear(), 3),
-    "LULinear-order": (lambda: tf.LULinear(order=[1, 2, 0]), 3),
-}
+from strategies_core import HIDDEN, LAYERS
 
 
 @given(st.data(), st.integers(1, 5))

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import tinyflow as tf
-from strategies_core import LAYER_NAMES, LAYERS, perturbed_params
+from tinyflow.strategies import perturb_params
+from strategies_core import LAYER_NAMES, LAYERS
 
 RNG = np.random.default_rng(0)
 
@@ -11,7 +12,7 @@ RNG = np.random.default_rng(0)
 def layer_and_params(name):
     factory, dim = LAYERS[name]
     layer = factory()
-    return layer, perturbed_params(layer, dim, 0, 0.5), dim
+    return layer, perturb_params(layer, dim, 0, 0.5), dim
 
 
 @pytest.mark.parametrize("direction", ["forward", "inverse"])

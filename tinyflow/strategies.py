@@ -4,6 +4,11 @@
     perturbed_params(layer, dim, scale)  layer.init(rng, dim) moved by size * N(0, I), size drawn
     layer_case(layer, dim)               (params, x): everything check_layer needs
 
+and the plain functions behind them, for tests that pick their own seeds:
+
+    both_signs(u, margin)                u with |u_ij| >= margin, row 0 positive, row 1 negative
+    perturb_params(layer, dim, seed, size)
+
     from hypothesis import given
     from tinyflow import check_layer, strategies
 
@@ -30,7 +35,7 @@ except ImportError as error:                      # say what to do, not just wha
                       "(or pip install -e \".[test]\")") from error
 
 
-def _both_signs(u, margin):
+def both_signs(u, margin=0.01):
     """Keep |u_ij| >= margin; row 0 all positive and row 1 all negative."""
     u = onp.where(u < 0, onp.minimum(u, -margin), onp.maximum(u, margin))
     u[0], u[1] = onp.abs(u[0]), -onp.abs(u[1])
@@ -43,18 +48,25 @@ def points(dim, n=8, bound=3.0, margin=0.01):
     if n < 2:
         raise ValueError(f"points needs n >= 2 rows to hold both signs, got n = {n}")
     floats = st.floats(-bound, bound, allow_nan=False, allow_infinity=False)
-    return arrays(onp.float64, (n, dim), elements=floats).map(lambda u: _both_signs(u, margin))
+    return arrays(onp.float64, (n, dim), elements=floats).map(lambda u: both_signs(u, margin))
+
+
+def perturb_params(layer, dim, seed, size):
+    """unflatten(theta_0 + size * N(0, I)), theta_0 = flatten(layer.init(rng, dim)), one
+    generator seeded with `seed` for both draws. A layer without parameters gets {}."""
+    rng = onp.random.default_rng(seed)
+    params = layer.init(rng, dim)
+    if params == {}:                    # nothing to move (and flatten would warn about an empty tree)
+        return params
+    theta, unflatten = flatten(params)
+    return unflatten(theta + size * rng.standard_normal(theta.shape))
 
 
 @st.composite
 def perturbed_params(draw, layer, dim, scale=1.5):
-    """params = unflatten(theta_0 + size * N(0, I)), theta_0 = flatten(layer.init(rng, dim)),
-    with a drawn seed and a drawn size in [scale / 5, scale]: never the initial parameters."""
-    seed = draw(st.integers(0, 2 ** 32 - 1))
-    size = draw(st.floats(scale / 5, scale))
-    rng = onp.random.default_rng(seed)
-    theta, unflatten = flatten(layer.init(rng, dim))
-    return unflatten(theta + size * rng.standard_normal(theta.shape))
+    """perturb_params with a drawn seed and a drawn size in [scale / 5, scale]: never the
+    initial parameters."""
+    return perturb_params(layer, dim, draw(st.integers(0, 2 ** 32 - 1)), draw(st.floats(scale / 5, scale)))
 
 
 def layer_case(layer, dim, n=8, bound=3.0, scale=1.5):
