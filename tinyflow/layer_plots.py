@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as onp
 
 from .flow import Flow
-from .plotting import grid
+from .plotting import grid, plot_density
 
 QUADRANT_COLORS = onp.array(["tab:blue", "tab:orange", "tab:green", "tab:red"])
 
@@ -100,10 +100,9 @@ def density_after_layers(flow, params, z, stages=None, n=150):
     for ax, k in zip(axes, _stages(flow, stages)):
         flow_k, params_k = truncated(flow, params, k)
         xlim, ylim = _limits(onp.asarray(steps[k]))
-        X, Y, points = grid(xlim, ylim, n)
-        density = onp.exp(onp.asarray(flow_k.log_prob(params_k, points))).reshape(X.shape)
-        ax.pcolormesh(X, Y, density, shading="auto", cmap="viridis")
-        ax.set(title=f"q_{k}: " + stage_title(flow, k), xlabel="coordinate 1", ylabel="coordinate 2")
+        plot_density(ax, lambda points: flow_k.log_prob(params_k, points), xlim, ylim, n,
+                     title=f"q_{k}: " + stage_title(flow, k))
+        ax.set(xlabel="coordinate 1", ylabel="coordinate 2")
     fig.suptitle("the density of the flow cut after its first k layers")
     fig.tight_layout()
     return fig
