@@ -439,7 +439,7 @@ for name, (step, _) in runs.items():
 # top of its heap once more than its *trim threshold* is free there, and that threshold starts
 # at 128 KiB; it rises only when a large block that glibc got straight from the system
 # (`mmap`) is freed: to twice that block's size (mallopt(3), "dynamic mmap threshold").
-# `tinyflow.train.keep_freed_memory`, which `flat_loss_and_grad` calls, allocates and frees one
+# `tinyflow.memory.keep_freed_memory`, which `Flow` and `fit` call, allocates and frees one
 # 16 MiB array for exactly that reason, so the ~10 MiB a step frees stays with the process.
 # To see the difference we start two fresh Python processes, one as the library runs and one
 # with `keep_freed_memory` switched off, and let each count its page faults and its kernel time
@@ -452,7 +452,7 @@ import resource, statistics, sys, time
 import tinyflow as tf
 from tinyflow.benchmark import training_step
 if sys.argv[1] == "off":
-    tf.train.keep_freed_memory = lambda: None       # glibc as it starts: nothing kept
+    tf.memory.keep_freed_memory = lambda: None      # glibc as it starts: nothing kept
 layers = [layer for mask in tf.alternating_masks(2, 16)
           for layer in (tf.AffineCoupling(mask, hidden=(64, 64), activation="relu"), tf.LULinear())]
 step = training_step(tf.Flow(tf.StandardNormal(2), layers), tf.UniformConditionalGaussian().sample, 512)
@@ -548,7 +548,7 @@ print(f"chapter ran in {time.perf_counter() - start:.1f} s")
 # - The tape keeps every intermediate until the backward pass, and glibc would hand the freed
 #   memory back after each step for the next step to page-fault in again: 1621 faults and 4.3 ms
 #   of kernel time per step in our full run (median step 34.9 ms), against 1 fault (28.6 ms)
-#   with `tinyflow.train.keep_freed_memory`, which every training loop here calls.
+#   with `tinyflow.memory.keep_freed_memory`, which `Flow` and `fit` call for every training loop.
 #
 # ## Exercises
 #

@@ -176,7 +176,7 @@ def test_flat_gradient_equals_the_gradient_with_respect_to_the_nested_params():
 FREE_AND_REFAULT = """
 import resource, sys
 import numpy as np
-from tinyflow.train import keep_freed_memory
+from tinyflow.memory import keep_freed_memory
 if sys.argv[1] == "keep":
     keep_freed_memory()
 def step():                                   # like a training step: ~10 MiB alive at once, then freed

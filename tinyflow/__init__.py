@@ -20,6 +20,7 @@ numpy.random.Generator.
 """
 from .autoregressive import AffineAutoregressive
 from .check import autograd_jacobian, check_layer, numerical_jacobian
+from .claims import claims
 from .coupling import AffineCoupling, alternating_masks
 from .distributions import DiagNormal, StandardNormal
 from .elementwise import Affine, Exp
@@ -29,9 +30,13 @@ from .flow import Flow
 from .invert import Invert
 from .io import load_params, save_params
 from .leaky_relu import LeakyReLU
+from .made import made, made_degrees
+from .memory import keep_freed_memory
+from .mlp import dense_relu, dense_tanh
 from .permutation import LULinear, Permute, Reverse
 from .targets import Banana, ShiftedGaussian, UniformConditionalGaussian
-from .train import adam, adamw, fit, forward_kl, gaussian_noise, reverse_kl
+from .train import (adam, adam_update, adamw, clip_by_norm, fit, flat_loss_and_grad, forward_kl, gaussian_noise,
+                    reverse_kl, step_sizes)
 
 __all__ = [
     "Affine", "AffineAutoregressive", "AffineCoupling", "Banana", "DiagNormal", "Exp", "Flow",
@@ -40,4 +45,6 @@ __all__ = [
     "check_layer", "fit", "format_report", "forward_kl", "gaussian_noise", "held_out_report",
     "load_params", "numerical_jacobian", "reverse_kl", "save_params",
     "Energy", "GaussianMixture", "format_reverse_report", "grid_entropy", "grid_log_Z", "reverse_report",
+    "adam_update", "claims", "clip_by_norm", "dense_relu", "dense_tanh", "flat_loss_and_grad",
+    "keep_freed_memory", "made", "made_degrees", "step_sizes",
 ]

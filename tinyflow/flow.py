@@ -9,6 +9,7 @@ Shapes: x, z (N, D); log q (N,). The log-dets are summed in log space, never mul
 """
 import autograd.numpy as np
 
+from . import memory
 from .linear import add_all
 from .validate import check_count, check_points, check_rng
 
@@ -22,6 +23,7 @@ class Flow:
             if not all(callable(getattr(layer, name, None)) for name in ("init", "forward", "inverse")):
                 raise TypeError(f"layers[{k}] must have init/forward/inverse, got {type(layer).__name__}")
         self.base, self.layers, self.dim = base, layers, base.dim
+        memory.keep_freed_memory()          # any training loop over this flow, fit's or your own
 
     def init(self, rng):
         check_rng(rng)
@@ -30,27 +32,53 @@ class Flow:
 
     def log_prob(self, params, x):
         z = check_points(x, self.dim)
+        self._check_params(params)
         log_dets = [np.zeros(len(z))]
-        for layer, p in zip(reversed(self.layers), reversed(params["layers"])):
-            z, log_det = layer.inverse(p, z)
+        for k in reversed(range(len(self.layers))):
+            z, log_det = self._step(params, k, z, inverse=True)
             log_dets.append(log_det)
         return self.base.log_prob(params["base"], z) + add_all(*log_dets)
 
     def forward(self, params, z):
         """x = f_K(... f_1(z)) and sum_k log|det d f_k / d input|: (N, D) -> ((N, D), (N,))."""
         x = check_points(z, self.dim, "z")
+        self._check_params(params)
         log_dets = [np.zeros(len(x))]
-        for layer, p in zip(self.layers, params["layers"]):
-            x, log_det = layer.forward(p, x)
+        for k in range(len(self.layers)):
+            x, log_det = self._step(params, k, x)
             log_dets.append(log_det)
         return x, add_all(*log_dets)
 
+    def _step(self, params, k, points, inverse=False):
+        """Layer k, forward or inverse, on its own params; a structure that does not fit this flow
+        (another flow's params, params["layers"] alone) raises an error saying what was expected."""
+        layer = self.layers[k]
+        try:
+            return (layer.inverse if inverse else layer.forward)(params["layers"][k], points)
+        except (KeyError, IndexError, TypeError, ValueError) as error:
+            kind = ValueError if isinstance(error, ValueError) else TypeError
+            raise kind(f"params['layers'][{k}] does not fit layers[{k}] ({type(layer).__name__}): "
+                       f"{type(error).__name__}: {error}. Pass the params this flow's init returned.") from error
+
+    def _check_params(self, params):
+        try:
+            layers, _ = params["layers"], params["base"]
+            count = len(layers)
+        except (KeyError, IndexError, TypeError):
+            raise TypeError(f"params must be the dict this flow's init returned, {{'base': ..., 'layers': "
+                            f"[{len(self.layers)} entries, one per layer]}}; got {_describe(params)}") from None
+        if count != len(self.layers):
+            raise ValueError(f"params['layers'] must have one entry per layer ({len(self.layers)}), "
+                             f"got {count}: are these the params of another flow?")
+
     def sample(self, params, rng, n):
+        self._check_params(params)
         return self.forward(params, self.base.sample(params["base"], rng, n))[0]
 
     def sample_from_noise(self, params, eps):
         """Reparameterised sample: eps ~ N(0, I) (N, D) -> (x, log q(x)). Differentiable in params,
         which is what reverse-KL training needs."""
+        self._check_params(params)
         z = self.base.from_noise(params["base"], check_points(eps, self.dim, "eps"))
         x, log_det = self.forward(params, z)
         return x, self.base.log_prob(params["base"], z) - log_det
@@ -63,9 +91,17 @@ class Flow:
         """The points after every layer: [z, f_1(z), ..., x] (or, with inverse=True, starting from
         data x: [x, f_K^-1(x), ..., z]). A list of K + 1 arrays of shape (N, D)."""
         points = check_points(points, self.dim)
-        pairs = list(zip(self.layers, params["layers"]))
+        self._check_params(params)
         steps = [points]
-        for layer, p in (reversed(pairs) if inverse else pairs):
-            step = layer.inverse if inverse else layer.forward
-            steps.append(step(p, steps[-1])[0])
+        for k in (reversed(range(len(self.layers))) if inverse else range(len(self.layers))):
+            steps.append(self._step(params, k, steps[-1], inverse)[0])
         return steps
+
+
+def _describe(value):
+    """A short account of a wrong params value: its type, and its keys or length."""
+    if isinstance(value, dict):
+        return f"a dict with keys {sorted(map(str, value))}"
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of {len(value)} entries"
+    return f"a {type(value).__name__}"

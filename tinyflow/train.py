@@ -7,15 +7,24 @@
 
 Adam (Kingma & Ba 2015) with decoupled weight decay (AdamW, Loshchilov & Hutter 2019):
     m <- b1 m + (1 - b1) g,   v <- b2 v + (1 - b2) g^2,   mhat = m / (1 - b1^t),  vhat = v / (1 - b2^t)
-    theta <- theta - step_size * (mhat / (sqrt(vhat) + eps) + weight_decay * theta)
+    theta <- theta - step_size_k * (mhat / (sqrt(vhat) + eps) + weight_decay * theta)
+
+fit adds what a training run needs around that update: a step-size schedule step_size_k
+(warm-up, cosine or linear decay), gradient-norm clipping, skipping non-finite steps, a
+callback for snapshots, early stopping on a validation set, and a progress line.
 """
+import sys
+import time
+
 import autograd.numpy as np
 import numpy as onp
 from autograd import value_and_grad
 from autograd.extend import SparseObject, defvjp, primitive, vspace
 from autograd.misc import flatten
 
-from .validate import check_count, check_points, check_rng
+from . import memory
+from .memory import keep_freed_memory  # noqa: F401  (its old home; tinyflow.memory is the one to patch)
+from .validate import check_count, check_points, check_positive, check_rng
 
 
 def forward_kl(flow):
@@ -51,6 +60,7 @@ def adam(grad, x, callback=None, num_iters=100, step_size=0.001, b1=0.9, b2=0.99
          weight_decay=0.0):
     """Drop-in for autograd.misc.optimizers.adam: grad(params, i) -> gradient pytree and
     callback(params, i, g) run before each update. A non-finite gradient skips its update."""
+    step_size = check_positive(step_size, "step_size")
     theta, unflatten = flatten(x)
     m, v, t = onp.zeros_like(theta), onp.zeros_like(theta), 0
     for i in range(num_iters):
@@ -104,22 +114,6 @@ def _leaf_vjp(leaf, theta, index):
 defvjp(_leaf, _leaf_vjp)
 
 
-def keep_freed_memory(nbytes=2 ** 24):
-    """Ask glibc's malloc to keep up to 2 * nbytes of freed memory for reuse instead of returning
-    it to the system after every training step.
-
-    Why: autograd keeps every intermediate of a step alive until its backward pass ends (about
-    10 MB for chapter 5's model), then frees it all. By default glibc hands that memory back, and
-    the next step page-faults it in again, one 4 KiB page at a time: about 1500 faults and 5 ms
-    of a 35 ms step here. How: glibc raises its mmap threshold to the size of a freed mmapped
-    block and its trim threshold to twice that (mallopt(3), "dynamic mmap threshold"), so one
-    nbytes array allocated and freed is enough; it is never written, so it costs no page faults.
-    Harmless with other allocators; a no-op if MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_ or
-    MALLOC_MMAP_THRESHOLD_ is set (glibc then leaves its thresholds where they were put).
-    """
-    onp.empty(nbytes // 8)
-
-
 def flat_loss_and_grad(loss, params):
     """theta, unflatten, loss_and_grad: the loss as a function of one flat parameter vector theta,
     loss_and_grad(theta, batch) -> (loss, gradient as a flat vector like theta).
@@ -129,7 +123,7 @@ def flat_loss_and_grad(loss, params):
     whole container. Reading each leaf out of theta (`_leaf`, whose gradient is added straight
     into its part of one shared buffer) makes each leaf one cheap node instead; the gradient is
     the same, and a 16-block coupling step runs in well under half the time."""
-    keep_freed_memory()
+    memory.keep_freed_memory()
     theta, unflatten = flatten(params)
     index = _map_leaves(lambda i: onp.asarray(i, dtype=int), unflatten(onp.arange(theta.size)))
     leaves = lambda theta: _map_leaves(lambda i: _leaf(theta, i), index)
@@ -148,45 +142,146 @@ def _batches(data, rng, batch_size):
             yield data[order[start:start + batch_size]]
 
 
-def fit(loss, params, data, rng, num_steps, batch_size, step_size=1e-3, weight_decay=0.0,
-        print_every=None, max_skips=20, validation=None, eval_every=50, patience=None):
+SCHEDULES = {
+    "constant": lambda fraction: 1.0,
+    "cosine": lambda fraction: 0.5 * (1 + onp.cos(onp.pi * fraction)),   # 1 -> 0 along half a cosine
+    "linear": lambda fraction: 1 - fraction,                             # 1 -> 0 in a straight line
+}
+
+
+def step_sizes(step_size, num_steps, schedule="constant", warmup=0):
+    """The step size of every step, (num_steps,): step_size * warm-up ramp * schedule.
+
+    schedule: "constant", "cosine" or "linear" (a factor of the step's position in the run,
+        fraction = step / num_steps, falling from 1 towards 0), or a callable step -> factor.
+    warmup: the first `warmup` steps ramp the factor up linearly from 1/warmup to 1, so Adam's
+        first steps, taken while its moment estimates are still rough, are small.
+    A decaying step size lets the parameters settle at the end instead of wandering around the
+    optimum at the full step size, as constant-step Adam does.
+    """
+    step_size = check_positive(step_size, "step_size")
+    num_steps = check_count(num_steps, "num_steps")
+    if isinstance(warmup, bool) or not isinstance(warmup, (int, onp.integer)) or warmup < 0:
+        raise ValueError(f"warmup must be an int >= 0 (a number of steps), got {warmup!r}")
+    if callable(schedule):
+        factor = onp.array([schedule(step) for step in range(num_steps)], dtype=float)
+    elif schedule in SCHEDULES:
+        factor = onp.array([SCHEDULES[schedule](step / num_steps) for step in range(num_steps)])
+    else:
+        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)} or a callable step -> factor, "
+                         f"got {schedule!r}")
+    if factor.shape != (num_steps,) or not onp.all(onp.isfinite(factor) & (factor >= 0)):
+        raise ValueError("a schedule must give one finite factor >= 0 per step")
+    ramp = onp.minimum(1.0, (onp.arange(num_steps) + 1) / max(warmup, 1))
+    return step_size * ramp * factor
+
+
+def clip_by_norm(g, max_norm):
+    """g scaled down to length max_norm if it is longer: (clipped g, its norm before clipping).
+    Clipping keeps one outlying batch (a point deep in a tail, where log q is steep) from throwing
+    the parameters far; the direction of the step is unchanged."""
+    norm = onp.sqrt(g @ g)
+    return (g * (max_norm / norm) if norm > max_norm else g), norm
+
+
+class _Progress:
+    """One line, rewritten in place: step, loss, steps per second, time left. It appears only
+    once a run has taken `after` seconds, so short fits stay silent."""
+
+    def __init__(self, num_steps, after=2.0):
+        self.num_steps, self.after = num_steps, after
+        self.start = self.last = time.perf_counter()
+        self.shown = False
+
+    def update(self, step, value):
+        now = time.perf_counter()
+        if now - self.start < self.after or (now - self.last < 0.25 and step + 1 < self.num_steps):
+            return
+        self.last, self.shown = now, True
+        rate = (step + 1) / (now - self.start)
+        sys.stderr.write(f"\rstep {step + 1}/{self.num_steps}  loss {value:.4f}  {rate:.0f} steps/s  "
+                         f"{(self.num_steps - step - 1) / rate:.0f} s left ")
+        sys.stderr.flush()
+
+    def close(self):
+        if self.shown:
+            sys.stderr.write("\n")
+
+
+def _interactive():
+    """Progress goes to a terminal or a Jupyter notebook, never into a log or a test's output."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
+def fit(loss, params, data, rng, num_steps, batch_size, step_size=1e-3, schedule="constant", warmup=0,
+        weight_decay=0.0, clip_norm=None, callback=None, validation=None, eval_every=50,
+        patience=None, restore_best=True, max_skips=20, verbose=None, print_every=None):
     """Minimise loss(params, batch) with AdamW; return (params, history).
 
     data: a sampler data(rng, n) (a fresh batch every step) or an (M, D) array (shuffled minibatches).
+    step_size, schedule, warmup: the step size of step k is step_sizes(...)[k] (see step_sizes):
+        a named schedule ("constant", "cosine", "linear") or a callable step -> factor.
+    weight_decay: decoupled, as in AdamW (Loshchilov & Hutter 2019) and torch.optim.AdamW: each
+        step shrinks theta by step_size * weight_decay * theta, apart from the gradient. It is not
+        the L2 penalty of torch.optim.Adam(weight_decay=...), which is added to the gradient and
+        then rescaled by Adam, so the same number means a different strength there.
+    clip_norm: if given, a gradient longer than this is scaled down to it (clip_by_norm).
+    callback(step, params, loss): called after every step, step = 1 .. num_steps counting the
+        steps taken so far, params the parameters after them, loss the batch loss of that step
+        (NaN if it was skipped): for snapshots and curves.
     A step whose loss or gradient is not finite is skipped and counted; after `max_skips`
     consecutive skips training stops and returns the last good parameters.
-    validation: held-out data; every `eval_every` steps loss(params, validation) is recorded, the
-    best parameters are the ones returned, and with `patience` training stops after that many
-    evaluations without improvement (early stopping).
-    history: {"loss": (num_steps,) array, NaN where skipped or not reached, "skipped": int,
-              "validation": [(step, value)], "best_step": int or None, "stopped": str or None}
+    validation: held-out data; every `eval_every` steps loss(params, validation) is recorded; with
+        restore_best the parameters with the lowest validation loss are returned, and with
+        `patience` training stops after that many evaluations without improvement.
+    verbose: one progress line once a run takes over 2 s; None shows it only in a terminal or a
+        notebook, False never. print_every: also print the loss every that many steps.
+    history: {"loss": (num_steps,) array, NaN where skipped or not reached, "step_size": (num_steps,),
+              "skipped": int, "clipped": int, "validation": [(step, value)], "best_step": int or None,
+              "stopped": str or None, "seconds": float}
     """
     check_rng(rng)
     num_steps, batch_size = check_count(num_steps, "num_steps"), check_count(batch_size, "batch_size")
+    sizes = step_sizes(step_size, num_steps, schedule, warmup)
+    weight_decay = _check_non_negative(weight_decay, "weight_decay")
+    if clip_norm is not None:
+        clip_norm = check_positive(clip_norm, "clip_norm")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be a function callback(step, params, loss), got {type(callback).__name__}")
     theta, unflatten, loss_and_grad = flat_loss_and_grad(loss, params)
     if not onp.all(onp.isfinite(theta)):
         raise ValueError("fit needs finite initial parameters")
     m, v, t = onp.zeros_like(theta), onp.zeros_like(theta), 0
-    history = {"loss": onp.full(num_steps, onp.nan), "skipped": 0, "validation": [],
-               "best_step": None, "stopped": None}
+    history = {"loss": onp.full(num_steps, onp.nan), "step_size": sizes, "skipped": 0, "clipped": 0,
+               "validation": [], "best_step": None, "stopped": None, "seconds": 0.0}
     best, best_value, stale, run = theta, onp.inf, 0, 0
+    progress = _Progress(num_steps) if (_interactive() if verbose is None else verbose) else None
     batches = _batches(data, rng, batch_size)
+    start = time.perf_counter()
     for step in range(num_steps):
         value, g = loss_and_grad(theta, next(batches))
         if not (onp.isfinite(value) and onp.all(onp.isfinite(g))):
             history["skipped"] += 1
             run += 1
+            if callback is not None:
+                callback(step + 1, unflatten(theta), onp.nan)
             if run >= max_skips:
                 history["stopped"] = (f"stopped at step {step}: {run} consecutive non-finite losses or "
                                       f"gradients; returning the last good parameters")
-                print(history["stopped"])
                 break
             continue
+        if clip_norm is not None:
+            g, norm = clip_by_norm(g, clip_norm)
+            history["clipped"] += int(norm > clip_norm)
         run, t = 0, t + 1
         history["loss"][step] = value
-        theta, m, v = adam_update(theta, g, m, v, t, step_size, weight_decay=weight_decay)
+        theta, m, v = adam_update(theta, g, m, v, t, sizes[step], weight_decay=weight_decay)
         if not onp.all(onp.isfinite(theta)):          # cannot happen with finite g, but never return NaN
             raise FloatingPointError(f"parameters became non-finite at step {step}")
+        if callback is not None:
+            callback(step + 1, unflatten(theta), float(value))
+        if progress:
+            progress.update(step, value)
         if print_every and (step % print_every == 0 or step == num_steps - 1):
             print(f"step {step:6d}  loss {value:9.4f}")
         if validation is not None and (step % eval_every == 0 or step == num_steps - 1):
@@ -199,8 +294,21 @@ def fit(loss, params, data, rng, num_steps, batch_size, step_size=1e-3, weight_d
                 if patience is not None and stale >= patience:
                     history["stopped"] = (f"early stop at step {step}: best validation loss "
                                           f"{best_value:.4f} at step {history['best_step']}")
-                    print(history["stopped"])
                     break
-    if history["skipped"]:
+    history["seconds"] = time.perf_counter() - start
+    if progress:
+        progress.close()
+    if history["stopped"] and verbose is not False:
+        print(history["stopped"])
+    if history["skipped"]:          # always said: a skipped step is never silent
         print(f"skipped {history['skipped']} of {num_steps} steps with a non-finite loss or gradient")
-    return unflatten(best if validation is not None and onp.isfinite(best_value) else theta), history
+    restore = restore_best and validation is not None and onp.isfinite(best_value)
+    return unflatten(best if restore else theta), history
+
+
+def _check_non_negative(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float, onp.integer, onp.floating)):
+        raise TypeError(f"{name} must be a number >= 0, got {type(value).__name__}")
+    if not (onp.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    return float(value)
