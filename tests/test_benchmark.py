@@ -20,3 +20,6 @@ def test_quick_benchmark_prints_tables_and_writes_matching_json(tmp_path):
         assert all(math.isfinite(row[key]) for key in ("ms", "min_ms", "cpu_ms"))
         assert f"{row['batch']:6d} {row['ms']:9.2f}" in result.stdout      # the table shows the JSON's numbers
     assert all(row["MiB"] > 0 for row in results["peak_memory"])           # tracemalloc saw the arrays
+    assert [row["path"] for row in results["fresh_process"]] == ["fit", "nested"]  # both paths a student takes
+    assert all(math.isfinite(row["ms"]) and f"median {row['ms']:7.2f} ms" in result.stdout
+               for row in results["fresh_process"])

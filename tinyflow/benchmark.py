@@ -6,6 +6,10 @@ Every time is the median, in ms, of `repeats` timed runs (time.perf_counter) aft
 untimed ones (the first calls fill caches and import lazily). Three tables:
 
     training step   loss, gradient, AdamW update (fit's path) for the tutorial models
+    fresh process   the first 50 steps of the chapter-5 model in a new Python process, in the
+                    environment as the user has it (no OPENBLAS_NUM_THREADS set), on fit's path
+                    and on the path a student writes: autograd.value_and_grad of the loss on the
+                    nested params, then adam_update
     scaling         log_prob and sample of 4-layer coupling, IAF and MAF stacks, against D and N
     peak memory     of one training step, by tracemalloc
 
@@ -20,6 +24,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 import tracemalloc
 
@@ -83,6 +89,49 @@ def tutorial_models(quick):
     ]
 
 
+FRESH_PROCESS = """
+import sys, time
+import numpy as np
+from autograd import value_and_grad
+from autograd.misc import flatten
+import tinyflow as tf
+from tinyflow.benchmark import training_step, tutorial_models
+_, flow, target, batch = tutorial_models(sys.argv[2] == "quick")[1]
+rng = np.random.default_rng(0)
+if sys.argv[1] == "fit":
+    step = training_step(flow, target.sample, batch)
+else:                                           # the loop a student writes around autograd
+    params = flow.init(rng)
+    loss_and_grad = value_and_grad(tf.forward_kl(flow))
+    theta, unflatten = flatten(params)
+    state = {"params": params, "m": np.zeros_like(theta), "v": np.zeros_like(theta), "t": 0}
+    def step():
+        value, g = loss_and_grad(state["params"], target.sample(rng, batch))
+        state["t"] += 1
+        theta, state["m"], state["v"] = tf.adam_update(flatten(state["params"])[0], flatten(g)[0],
+                                                       state["m"], state["v"], state["t"], 1e-3)
+        state["params"] = unflatten(theta)
+times = []
+for _ in range(int(sys.argv[3])):
+    start = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - start)
+print(1e3 * np.median(times), 1e3 * np.mean(times))
+"""
+
+
+def fresh_process(path, quick, steps=50):
+    """Median and mean ms of the first `steps` steps of the chapter-5 model in a new process, in
+    the user's environment without BLAS thread settings (the 'default environment'); path is
+    "fit" (flat parameters, as fit trains) or "nested" (value_and_grad on the nested params)."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    result = subprocess.run([sys.executable, "-c", FRESH_PROCESS, path, "quick" if quick else "full", str(steps)],
+                            env=env, capture_output=True, text=True, check=True)
+    median, mean = map(float, result.stdout.split())
+    return {"path": path, "steps": steps, "ms": median, "mean_ms": mean}
+
+
 def stack(kind, dim, num_layers=4):
     """A 4-layer flow of one layer kind (library default widths), Reverse between autoregressive layers."""
     if kind == "coupling":
@@ -142,11 +191,12 @@ def run(quick=False, repeats=None):
     repeats = repeats or (2 if quick else 30)
     warmup = 1 if quick else 5
     results = {"machine": machine(), "quick": quick, "repeats": repeats, "warmup": warmup,
-               "training_step": [], "scaling": [], "peak_memory": []}
+               "training_step": [], "fresh_process": [], "scaling": [], "peak_memory": []}
     for name, flow, target, batch in tutorial_models(quick):
         step = training_step(flow, target.sample, batch)
         results["training_step"].append({"model": name, "batch": batch, **timings(step, repeats, warmup)})
         results["peak_memory"].append({"model": name, "batch": batch, "MiB": peak_memory_mib(step)})
+    results["fresh_process"] = [fresh_process(path, quick, 5 if quick else 50) for path in ("fit", "nested")]
     dims, batches = ((2, 4), (32, 64)) if quick else ((2, 8, 32, 64), (256, 1024, 4096, 16384))
     results["scaling"] = scaling(dims, batches, max(1, repeats // 6), warmup=1)
     return results
@@ -163,6 +213,11 @@ def print_tables(results):
     print(f"{'training step (loss + gradient + AdamW)':46s} {'batch':>6s} {columns} {'peak MiB':>9s}")
     for row, mem in zip(results["training_step"], results["peak_memory"]):
         print(f"{row['model']:46s} {row['batch']:6d} {_times(row)} {mem['MiB']:9.1f}")
+    print(f"\nfirst steps of {results['training_step'][1]['model']} in a fresh process, default environment "
+          f"(no OPENBLAS_NUM_THREADS):")
+    for row in results["fresh_process"]:
+        path = "fit's path (flat theta)" if row["path"] == "fit" else "value_and_grad on nested params"
+        print(f"  {path:34s} first {row['steps']:3d} steps: median {row['ms']:7.2f} ms, mean {row['mean_ms']:7.2f} ms")
     print(f"\n{'4-layer stack':13s} {'op':9s} {'D':>4s} {'batch':>6s} {columns}")
     for row in results["scaling"]:
         print(f"{row['stack']:13s} {row['op']:9s} {row['dim']:4d} {row['batch']:6d} {_times(row)}")
