@@ -1,6 +1,7 @@
 """Training: fit on a sampler and on an array, skipping non-finite steps, stopping after too many,
 early stopping on a validation set, and Adam/AdamW against autograd's own Adam."""
 import os
+import time
 import platform
 import subprocess
 import sys
@@ -198,3 +199,100 @@ def test_keep_freed_memory_stops_page_faults_between_steps():
               for mode in ("default", "keep")}
     assert faults["default"] > 1000                # ~10 MiB returned and faulted back in, 4 KiB at a time
     assert faults["keep"] < 0.01 * faults["default"]
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    sizes = tf.step_sizes(1e-3, 100, "cosine", warmup=10)
+    k = np.arange(100)
+    expected = 1e-3 * np.minimum(1, (k + 1) / 10) * 0.5 * (1 + np.cos(np.pi * k / 100))
+    assert np.allclose(sizes, expected, rtol=1e-14, atol=0)        # the same product, another rounding order
+    assert sizes[0] == pytest.approx(1e-4) and np.argmax(sizes) == 9 and np.all(np.diff(sizes[9:]) < 0)
+
+
+def test_named_schedules_follow_their_formulas():
+    k = np.arange(50)
+    assert np.all(tf.step_sizes(0.1, 50) == 0.1)
+    assert np.allclose(tf.step_sizes(0.1, 50, "linear"), 0.1 * (1 - k / 50), rtol=1e-14, atol=0)
+
+
+def test_a_callable_schedule_scales_the_step_size():
+    halving = lambda step: 0.5 ** (step // 10)
+    assert np.array_equal(tf.step_sizes(1.0, 30, halving), np.repeat([1.0, 0.5, 0.25], 10))
+
+
+def test_fit_takes_the_scheduled_step_sizes():
+    """With a zero gradient AdamW only decays: theta_K = prod_k (1 - size_k * decay) theta_0."""
+    zero_loss = lambda params, batch: 0.0 * anp.sum(params["w"])
+    sizes = tf.step_sizes(0.1, 20, "cosine", warmup=3)
+    params, history = tf.fit(zero_loss, {"w": np.ones(2)}, np.zeros((8, 2)), np.random.default_rng(0),
+                             num_steps=20, batch_size=4, step_size=0.1, schedule="cosine", warmup=3,
+                             weight_decay=0.5)
+    assert np.array_equal(history["step_size"], sizes)
+    assert np.allclose(params["w"], np.prod(1 - 0.5 * sizes), rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("step_size", [-1, 0.0, np.inf, np.nan])
+def test_a_step_size_that_is_not_positive_is_refused(step_size):
+    with pytest.raises(ValueError, match="step_size must be positive"):
+        tf.fit(quadratic, {"w": np.zeros(3)}, np.ones((10, 3)), np.random.default_rng(0), 5, 2, step_size)
+    with pytest.raises(ValueError, match="step_size must be positive"):
+        tf.adam(lambda p, i: p, {"w": np.zeros(3)}, step_size=step_size)
+
+
+@pytest.mark.parametrize("schedule, warmup", [("exponential", 0), (lambda step: -1.0, 0), ("cosine", -5),
+                                              ("cosine", 2.5)])
+def test_a_bad_schedule_or_warmup_is_refused(schedule, warmup):
+    with pytest.raises(ValueError, match="schedule|warmup"):
+        tf.step_sizes(1e-3, 10, schedule, warmup)
+
+
+def test_clipping_keeps_the_direction_and_caps_the_length():
+    g = np.array([3.0, -4.0])
+    clipped, norm = tf.clip_by_norm(g, 1.0)
+    assert norm == 5.0 and np.allclose(clipped, g / 5, rtol=1e-15, atol=0)
+    assert tf.clip_by_norm(g, 10.0)[0] is g                   # short gradients pass unchanged
+
+
+def test_fit_counts_the_steps_it_clips():
+    """The gradient of the quadratic at w = 0 towards batches near 10 has length about 35, then
+    shrinks as w approaches them: clipping at 1 caps the early steps only."""
+    data = np.random.default_rng(0).normal(10.0, 0.1, (64, 3))
+    params, history = tf.fit(quadratic, {"w": np.zeros(3)}, data, np.random.default_rng(1), num_steps=400,
+                             batch_size=16, step_size=0.1, clip_norm=1.0)
+    assert 0 < history["clipped"] < 400
+    assert np.allclose(params["w"], 10.0, atol=0.1)
+
+
+def test_callback_sees_every_step_and_the_parameters_after_it():
+    seen = []
+    params, history = tf.fit(quadratic, {"w": np.zeros(3)}, np.ones((10, 3)), np.random.default_rng(0),
+                             num_steps=7, batch_size=5, step_size=0.1,
+                             callback=lambda step, p, loss: seen.append((step, p["w"].copy(), loss)))
+    assert [step for step, _, _ in seen] == list(range(1, 8))
+    assert np.array_equal(seen[-1][1], params["w"])            # after the last step: what fit returns
+    assert [loss for _, _, loss in seen] == list(history["loss"])
+
+
+def test_without_restore_best_the_last_parameters_come_back():
+    rng = np.random.default_rng(0)
+    train, validation = rng.normal(3.0, 0.1, (100, 1)), rng.normal(1.0, 0.1, (50, 1))
+    last = []
+    params, history = tf.fit(quadratic, {"w": np.zeros(1)}, train, np.random.default_rng(1), num_steps=300,
+                             batch_size=25, step_size=0.05, validation=validation, eval_every=5,
+                             restore_best=False, callback=lambda step, p, loss: last.append(p))
+    assert history["best_step"] < 299 and np.array_equal(params["w"], last[-1]["w"])
+
+
+def test_progress_line_only_when_asked_or_interactive(capsys, monkeypatch):
+    run = lambda verbose: tf.fit(quadratic, {"w": np.zeros(3)}, np.ones((10, 3)), np.random.default_rng(0),
+                                 num_steps=30, batch_size=5, step_size=0.1, verbose=verbose)
+    monkeypatch.setattr(tf.train._Progress, "__init__", lambda self, n, after=0.0: (
+        setattr(self, "num_steps", n), setattr(self, "after", 0.0), setattr(self, "shown", False),
+        setattr(self, "start", time.perf_counter() - 1), setattr(self, "last", 0.0)) and None)
+    run(None)                                                    # pytest's stderr is no terminal
+    assert capsys.readouterr().err == ""
+    run(True)
+    err = capsys.readouterr().err
+    assert "step 30/30" in err and "steps/s" in err and "s left" in err and err.endswith("\n")
+    run(False)
+    assert capsys.readouterr().err == ""

@@ -163,3 +163,31 @@ def test_fit_refuses_non_finite_initial_parameters():
     loss = lambda params, x: np.sum(params["w"] * 0)
     with pytest.raises(ValueError, match="finite initial parameters"):
         tf.fit(loss, {"w": np.array([np.nan])}, np.zeros((4, 1)), RNG, num_steps=2, batch_size=2)
+
+
+def small_two_layer_flow():
+    return tf.Flow(tf.StandardNormal(2), [tf.AffineCoupling([1, 0], hidden=(4,)), tf.LULinear()])
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda params: params["layers"], "params must be the dict this flow's init returned.*got a list of 2"),
+    (lambda params: {"layers": params["layers"]}, "got a dict with keys \\['layers'\\]"),
+    (lambda params: None, "got a NoneType"),
+])
+@pytest.mark.parametrize("call", ["log_prob", "sample", "forward", "trace"])
+def test_params_of_the_wrong_structure_say_what_was_expected(wrong, message, call):
+    flow = small_two_layer_flow()
+    params, x, rng = flow.init(np.random.default_rng(0)), np.zeros((3, 2)), np.random.default_rng(1)
+    run = {"log_prob": lambda p: flow.log_prob(p, x), "sample": lambda p: flow.sample(p, rng, 3),
+           "forward": lambda p: flow.forward(p, x), "trace": lambda p: flow.trace(p, x)}[call]
+    with pytest.raises(TypeError, match=message):
+        run(wrong(params))
+
+
+def test_params_of_another_flow_name_the_layer_that_does_not_fit():
+    flow, other = small_two_layer_flow(), tf.Flow(tf.StandardNormal(2), [tf.LULinear(), tf.AffineCoupling([1, 0])])
+    with pytest.raises(TypeError, match=r"params\['layers'\]\[1\] does not fit layers\[1\] \(LULinear\)"):
+        flow.log_prob(other.init(np.random.default_rng(0)), np.zeros((3, 2)))
+    three = tf.Flow(tf.StandardNormal(2), [tf.LULinear(), tf.LULinear(), tf.LULinear()])
+    with pytest.raises(ValueError, match="one entry per layer \\(2\\), got 3"):
+        flow.log_prob(three.init(np.random.default_rng(0)), np.zeros((3, 2)))
