@@ -8,6 +8,8 @@ Central differences: J[:, i, j] ~ (f(x + h e_j) - f(x - h e_j))_i / 2h with erro
 the third derivative plus O(eps/h) from rounding; h = 1e-5 balances the two for O(1) inputs,
 leaving errors near 1e-10, so a 1e-6 tolerance is tight yet never flaky for smooth layers.
 Errors are measured relative to max(1, |reference|).
+
+Copy with: check.py, validate.py (and an empty __init__.py).
 """
 import warnings
 

@@ -19,6 +19,8 @@ take_columns, merge_columns, soft_clamp, affine and affine_inverse compute exact
 expressions in their comments; they are autograd primitives with hand-written backprop
 (columns.py, affine.py), each one autograd node instead of several (chapter 8: why, and how
 much faster a training step gets).
+
+Copy with: coupling.py, affine.py, columns.py, linear.py, mlp.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
 

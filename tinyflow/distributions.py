@@ -5,6 +5,8 @@
 
 log N(z; mu, sigma^2) = -0.5 * ((z - mu) / sigma)^2 - log sigma - 0.5 * log(2 pi), summed over D.
 Written out by hand: autograd.scipy would pull in scipy.
+
+Copy with: distributions.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
 

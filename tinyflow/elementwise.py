@@ -6,6 +6,8 @@ If y = f(x) with f monotone, p_Y(y) = p_X(x) / |f'(x)|, so log|det J| = sum_i lo
     Exp():     y = exp(x)                          log_det = sum(x)      (x real -> y > 0)
 
 Scales are stored as logs so any real parameter gives a valid (positive) scale.
+
+Copy with: elementwise.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
 

@@ -5,6 +5,8 @@
 Both directions already return their own log|det|, so nothing else changes.
 Invert(AffineAutoregressive()) is a MAF: its density direction (inverse) is the IAF's
 one-pass forward, and its sampling direction needs D passes.
+
+Copy with: invert.py (and an empty __init__.py).
 """
 
 

@@ -13,6 +13,8 @@ Caution when training: the density of a flow containing this layer jumps (by a f
 alpha) where the layer's input crosses zero. If trainable layers after it move that kink
 across the data, the loss jumps too, and the pointwise gradient autograd computes misses
 that part of the change (chapter 2 measures it).
+
+Copy with: leaky_relu.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
 
