@@ -24,6 +24,7 @@ import tinyflow
 from tinyflow.plotting import chapter_args, savefig
 
 args = chapter_args(__doc__ or "Chapter 1: the change of variables in one dimension")
+claim = tinyflow.claims(quick=args.quick)     # prints a result beside the range the text states
 
 SEED = args.seed
 NUM_SAMPLES = 20_000 if args.quick else 400_000  # draws behind each histogram
@@ -31,7 +32,10 @@ NUM_DATA = 1_000              # the fixed data set the Affine flow is fitted to
 NUM_STEPS = 120 if args.quick else 600
 LEARNING_RATE = 0.1
 BATCH_SIZE = NUM_DATA         # full batches: the loss is the exact data NLL, the optimum is exact
-rng = np.random.default_rng(SEED)
+# one stream per job, so a --quick run (fewer histogram draws) fits the same data set as a full run
+sample_rng = np.random.default_rng([SEED, 0])   # the draws behind the histograms
+data_rng = np.random.default_rng([SEED, 1])     # the data set of section 3
+train_rng = np.random.default_rng([SEED, 2])    # initialisation and batch order
 
 
 # %%
@@ -61,11 +65,17 @@ def histogram_vs_formula(samples, density, bins):
 # The library's `Affine` layer is this map: $y = e^{s}x + t$ with log-scale $s = \log 2$ and
 # shift $t = 1$. Its `forward` returns $y$ together with $\log|dy/dx| = s$, and
 # $p_Y(y) = p_X(x)\,e^{-\log|dy/dx|}$.
+#
+# A histogram of the samples checks the formula up to sampling noise. A bin holding probability
+# $P$ gets a binomial count, so we measure each bin's error in standard errors: if the formula is
+# right, the squared error averages exactly 1 standard error squared in expectation. Over seeds
+# 0-4 the mean over the 40 bins is 0.60 to 1.18, and the largest error 1.61 to 2.56 standard
+# errors; the run prints its own values beside these ranges.
 
 # %%
 affine = tinyflow.Affine()
 line = {"log_scale": np.array([np.log(2.0)]), "shift": np.array([1.0])}
-x = rng.uniform(0, 1, (NUM_SAMPLES, 1))
+x = sample_rng.uniform(0, 1, (NUM_SAMPLES, 1))
 y, log_det = affine.forward(line, x)
 p_y = 1.0 * np.exp(-log_det)                  # p_X(x) = 1 on [0, 1]
 print(f"log|dy/dx| = {log_det[0]:.6f} = log 2 at every point; p_Y(y) = {p_y[0]:.6f}")
@@ -74,9 +84,9 @@ print(f"y ranges over [{y.min():.4f}, {y.max():.4f}] (the formula says [1, 3])")
 bins = np.linspace(1, 3, 41)
 heights, formula, se = histogram_vs_formula(y[:, 0], lambda v: np.full_like(v, 0.5), bins)
 z_scores = np.abs(heights - formula) / se
-print(f"max |histogram - 1/2| = {np.max(np.abs(heights - formula)):.4f} "
-      f"= {z_scores.max():.2f} Monte-Carlo standard errors (max over {len(z_scores)} bins); "
-      f"mean squared error in SE units {np.mean(z_scores ** 2):.2f} (pure sampling noise: about 1)")
+print(f"max |histogram - 1/2| = {np.max(np.abs(heights - formula)):.4f} over {len(z_scores)} bins")
+claim("uniform: largest |histogram - formula| in standard errors", z_scores.max(), 1.61, 2.56, ".2f")
+claim("uniform: mean squared error in squared standard errors", np.mean(z_scores ** 2), 0.60, 1.18, ".2f")
 print(f"the formula integrated: 1/2 * (3 - 1) = {0.5 * (3 - 1):.4f}")
 
 fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -102,14 +112,19 @@ savefig(fig, "ch01_affine_uniform.png", args.figures_dir)
 # *products* of such factors; in log space they become sums, which neither overflow nor
 # underflow, and which autograd differentiates cheaply.
 #
+# The histogram agrees with the formula as closely as sampling allows (over seeds 0-4: mean
+# squared error 0.78 to 1.31, largest error 2.03 to 3.24 standard errors over 60 bins). Half the
+# mass, $z < 0$, lands in $(0, 1)$, where the density peaks at $y = 1/e$; the other half is
+# stretched over $(1, \infty)$.
+#
 # A `Flow` is exactly this bookkeeping: `Flow(StandardNormal(1), [Exp()])` samples by running
 # $z \to e^z$ and evaluates $\log p_Y(y)$ by running the inverse $y \to \log y$ and adding the
 # inverse log-det $-\log y$ to the base log-density.
 
 # %%
 lognormal = tinyflow.Flow(tinyflow.StandardNormal(1), [tinyflow.Exp()])
-lognormal_params = lognormal.init(rng)        # no parameters: {"base": {}, "layers": [{}]}
-y = lognormal.sample(lognormal_params, rng, NUM_SAMPLES)
+lognormal_params = lognormal.init(sample_rng)        # no parameters: {"base": {}, "layers": [{}]}
+y = lognormal.sample(lognormal_params, sample_rng, NUM_SAMPLES)
 
 
 def flow_density(v):
@@ -127,9 +142,11 @@ print(f"max |flow.log_prob density - N(log y)/y by hand| on (0, 6] = "
 bins = np.linspace(0, 6, 61)
 heights, formula, se = histogram_vs_formula(y[:, 0], flow_density, bins)
 z_scores = np.abs(heights - formula) / se
-print(f"max |histogram - formula| = {np.max(np.abs(heights - formula)):.4f} "
-      f"= {z_scores.max():.2f} Monte-Carlo standard errors (max over {len(z_scores)} bins); "
-      f"mean squared error in SE units {np.mean(z_scores ** 2):.2f} (pure sampling noise: about 1)")
+print(f"max |histogram - formula| = {np.max(np.abs(heights - formula)):.4f} over {len(z_scores)} bins")
+claim("log-normal: largest |histogram - formula| in standard errors", z_scores.max(), 2.03, 3.24, ".2f")
+claim("log-normal: mean squared error in squared standard errors", np.mean(z_scores ** 2), 0.78, 1.31, ".2f")
+print(f"half the mass lands in (0, 1): P(Y < 1) = P(Z < 0) = 1/2; the density peaks at "
+      f"y = {grid[np.argmax(flow_density(grid))]:.2f} on the grid (exactly 1/e = {1 / np.e:.4f})")
 fine = np.linspace(1e-9, 100, 1_000_001)
 density_on_fine = flow_density(fine)
 integral = np.sum(0.5 * (density_on_fine[1:] + density_on_fine[:-1]) * np.diff(fine))   # trapezoid rule
@@ -160,31 +177,34 @@ savefig(fig, "ch01_lognormal.png", args.figures_dir)
 # $s = \log(\text{scale})$ means any real parameter is a valid positive scale.
 #
 # We use full batches on a fixed data set, so the loss is exactly the data NLL and gradient
-# descent can land on the closed-form optimum.
+# descent can land on the closed-form optimum. After 600 Adam steps the shift and scale match
+# the sample mean and std to within 2.4e-14 and 3.6e-14 (over seeds 0-4), and the NLL is at the
+# closed-form minimum to the last bit or two (within 2.2e-16).
 
 # %%
-data = 2.0 + 0.5 * rng.standard_normal((NUM_DATA, 1))
+data = 2.0 + 0.5 * data_rng.standard_normal((NUM_DATA, 1))
 flow = tinyflow.Flow(tinyflow.StandardNormal(1), [tinyflow.Affine()])
-params, history = tinyflow.fit(tinyflow.forward_kl(flow), flow.init(rng), data, rng,
+params, history = tinyflow.fit(tinyflow.forward_kl(flow), flow.init(train_rng), data, train_rng,
                                num_steps=NUM_STEPS, batch_size=BATCH_SIZE, step_size=LEARNING_RATE)
 fitted = params["layers"][0]
 mean, std = data.mean(), data.std(ddof=0)
 best_nll = 0.5 * np.log(2 * np.pi * std ** 2) + 0.5       # the Gaussian NLL at the MLE
 final_nll = -np.mean(flow.log_prob(params, data))
-print(f"shift   {fitted['shift'][0]:.8f}  vs sample mean        {mean:.8f}  "
-      f"|difference| = {abs(fitted['shift'][0] - mean):.1e}")
-print(f"scale   {np.exp(fitted['log_scale'][0]):.8f}  vs sample std (ddof=0) {std:.8f}  "
-      f"|difference| = {abs(np.exp(fitted['log_scale'][0]) - std):.1e}")
-print(f"(the ddof=1 std, {data.std(ddof=1):.8f}, differs by {data.std(ddof=1) - std:.1e}: "
-      f"not the maximum-likelihood answer)")
-print(f"final NLL {final_nll:.8f}, closed-form minimum {best_nll:.8f}, gap {final_nll - best_nll:.1e}")
+print(f"shift {fitted['shift'][0]:.8f} vs sample mean {mean:.8f}; "
+      f"scale {np.exp(fitted['log_scale'][0]):.8f} vs sample std (ddof=0) {std:.8f}")
+claim(f"|shift - sample mean| after {NUM_STEPS} steps", abs(fitted["shift"][0] - mean), 0, 2.4e-14, ".1e")
+claim(f"|scale - sample std| after {NUM_STEPS} steps", abs(np.exp(fitted["log_scale"][0]) - std), 0, 3.6e-14, ".1e")
+print(f"(the ddof=1 std, {data.std(ddof=1):.8f}, is larger by a factor sqrt(N / (N - 1)) = "
+      f"{np.sqrt(NUM_DATA / (NUM_DATA - 1)):.8f}: not the maximum-likelihood answer)")
+print(f"final NLL {final_nll:.8f}, closed-form minimum {best_nll:.8f}")
+claim(f"final NLL - closed-form minimum after {NUM_STEPS} steps", final_nll - best_nll, -2.2e-16, 2.2e-16, ".1e")
 
 fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5), gridspec_kw={"wspace": 0.3})
 grid = np.linspace(-3, mean + 4 * std, 400)
 left.hist(data[:, 0], bins=40, density=True, alpha=0.6, label=f"data ({NUM_DATA} points)")
 left.plot(grid, np.exp(flow.log_prob(params, grid[:, None])), "k-", lw=2,
           label=f"fitted flow: shift {fitted['shift'][0]:.3f}, scale {np.exp(fitted['log_scale'][0]):.3f}")
-left.plot(grid, np.exp(flow.log_prob(flow.init(rng), grid[:, None])), "C1--", label="initial flow: N(0, 1)")
+left.plot(grid, np.exp(flow.log_prob(flow.init(train_rng), grid[:, None])), "C1--", label="initial flow: N(0, 1)")
 left.set_xlabel("x")
 left.set_ylabel("density")
 left.set_title("Affine flow fitted by maximum likelihood")
@@ -204,11 +224,13 @@ savefig(fig, "ch01_affine_fit.png", args.figures_dir)
 # - An invertible map moves probability without creating or destroying it, so the density is
 #   rescaled by the local stretch: $\log p_Y(y) = \log p_X(x) - \log|f'(x)|$.
 # - A linear map stretches everywhere equally ($Y = 2X + 1$ halves the density of $U[0, 1]$);
-#   a curved map stretches unevenly ($e^Z$ piles mass up just below 1 and thins it out above).
+#   a curved map stretches unevenly ($e^Z$ squeezes half the mass into $(0, 1)$, where the
+#   density peaks at $1/e$, and spreads the other half over $(1, \infty)$).
 # - A `Flow` does this bookkeeping for us: it samples by running its layers forward and
 #   evaluates densities by running them inverse and adding log-dets, always in log space.
 # - Fitting a flow by maximum likelihood (`fit` with `forward_kl`) recovers the closed-form
-#   answer for an `Affine` layer: the sample mean and the `ddof=0` standard deviation.
+#   answer for an `Affine` layer: the sample mean and the `ddof=0` standard deviation, to
+#   within 4e-14 on every seed 0-4.
 #
 # ## Exercises
 #
