@@ -1,10 +1,12 @@
 """What every chapter shares: its command-line flags, where figures go, and density grids.
 
-Figures are written to <repository>/figures by default, wherever the chapter is run from,
-and to --figures-dir when given (the tests use a temporary directory so they never
-overwrite the committed figures).
+Figures are written to --figures-dir when given (the tests use a temporary directory so they
+never overwrite the committed figures). Otherwise a chapter run as a script writes to
+<repository>/figures, wherever it is run from, and a chapter run as a notebook writes to
+figures/ in the notebook's working directory and shows each figure in the notebook.
 """
 import argparse
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -16,17 +18,29 @@ def chapter_args(description, argv=None):
     parse_known_args, so the same cell also runs inside Jupyter (which adds its own flags)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="a fast run with fewer steps")
-    parser.add_argument("--figures-dir", default=None, help="where to write figures (default: figures/)")
+    parser.add_argument("--figures-dir", default=None, help="where to write figures (default: the repository's "
+                        "figures/; in Jupyter, figures/ in the working directory)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
     args, _ = parser.parse_known_args(argv)
     args.figures_dir = figures_dir(args.figures_dir)
     return args
 
 
+def in_jupyter():
+    """True inside a Jupyter kernel. It looks only at modules already loaded, so a script never
+    imports IPython; a terminal IPython session is not a kernel and counts as a script."""
+    zmqshell = sys.modules.get("ipykernel.zmqshell")
+    return zmqshell is not None and zmqshell.ZMQInteractiveShell.initialized()
+
+
 def figures_dir(path=None):
-    """The directory figures go to: `path` if given, else the repository's figures/."""
+    """The directory figures go to: `path` if given; else, in Jupyter, figures/ in the working
+    directory (a notebook run must not overwrite the committed figures); else the repository's
+    figures/ (figures/ in the working directory if tinyflow is not run from a checkout)."""
     if path is not None:
         directory = Path(path)
+    elif in_jupyter():
+        directory = Path.cwd() / "figures"
     else:
         root = Path(__file__).resolve().parents[1]
         directory = root / "figures" if (root / "chapters").is_dir() else Path.cwd() / "figures"
@@ -35,12 +49,16 @@ def figures_dir(path=None):
 
 
 def savefig(fig, name, directory):
-    """Save `fig` as directory/name (PNG), close it, and print where it went."""
+    """Save `fig` as directory/name (PNG), show it if in Jupyter, close it, and print where it went.
+    Closing it keeps the notebook from showing it a second time at the end of the cell; returning
+    nothing keeps a cell that ends here from also echoing the path."""
     path = Path(directory) / name
     fig.savefig(path, dpi=110, bbox_inches="tight")
+    if in_jupyter():
+        from IPython.display import display   # already loaded by the kernel
+        display(fig)
     plt.close(fig)
     print(f"wrote {path}")
-    return path
 
 
 def grid(xlim, ylim, n=200):
