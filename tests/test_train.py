@@ -288,7 +288,8 @@ def test_progress_line_only_when_asked_or_interactive(capsys, monkeypatch):
                                  num_steps=30, batch_size=5, step_size=0.1, verbose=verbose)
     monkeypatch.setattr(tf.train._Progress, "__init__", lambda self, n, after=0.0: (
         setattr(self, "num_steps", n), setattr(self, "after", 0.0), setattr(self, "shown", False),
-        setattr(self, "start", time.perf_counter() - 1), setattr(self, "last", 0.0)) and None)
+        setattr(self, "start", time.perf_counter() - 1), setattr(self, "last", 0.0),
+        setattr(self, "stream", sys.stderr)) and None)
     run(None)                                                    # pytest's stderr is no terminal
     assert capsys.readouterr().err == ""
     run(True)

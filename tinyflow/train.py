@@ -190,6 +190,7 @@ class _Progress:
 
     def __init__(self, num_steps, after=2.0):
         self.num_steps, self.after = num_steps, after
+        self.stream = sys.stdout if _in_notebook() else sys.stderr    # a notebook paints stderr red
         self.start = self.last = time.perf_counter()
         self.shown = False
 
@@ -199,18 +200,25 @@ class _Progress:
             return
         self.last, self.shown = now, True
         rate = (step + 1) / (now - self.start)
-        sys.stderr.write(f"\rstep {step + 1}/{self.num_steps}  loss {value:.4f}  {rate:.0f} steps/s  "
-                         f"{(self.num_steps - step - 1) / rate:.0f} s left ")
-        sys.stderr.flush()
+        self.stream.write(f"\rstep {step + 1}/{self.num_steps}  loss {value:.4f}  {rate:.0f} steps/s  "
+                          f"{(self.num_steps - step - 1) / rate:.0f} s left ")
+        self.stream.flush()
 
     def close(self):
         if self.shown:
-            sys.stderr.write("\n")
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _in_notebook():
+    """True inside a running Jupyter kernel (not merely after something imported ipykernel)."""
+    shell = sys.modules.get("ipykernel.zmqshell")
+    return shell is not None and shell.ZMQInteractiveShell.initialized()
 
 
 def _interactive():
     """Progress goes to a terminal or a Jupyter notebook, never into a log or a test's output."""
-    return sys.stderr.isatty() or "ipykernel" in sys.modules
+    return sys.stderr.isatty() or _in_notebook()
 
 
 def fit(loss, params, data, rng, num_steps, batch_size, step_size=1e-3, schedule="constant", warmup=0,
