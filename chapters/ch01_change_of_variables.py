@@ -85,8 +85,8 @@ bins = np.linspace(1, 3, 41)
 heights, formula, se = histogram_vs_formula(y[:, 0], lambda v: np.full_like(v, 0.5), bins)
 z_scores = np.abs(heights - formula) / se
 print(f"max |histogram - 1/2| = {np.max(np.abs(heights - formula)):.4f} over {len(z_scores)} bins")
-claim("uniform: largest |histogram - formula| in standard errors", z_scores.max(), 1.61, 2.56, ".2f")
-claim("uniform: mean squared error in squared standard errors", np.mean(z_scores ** 2), 0.60, 1.18, ".2f")
+claim("uniform, largest |histogram - formula| in standard errors", z_scores.max(), 1.61, 2.56, ".2f")
+claim("uniform, mean squared error in squared standard errors", np.mean(z_scores ** 2), 0.60, 1.18, ".2f")
 print(f"the formula integrated: 1/2 * (3 - 1) = {0.5 * (3 - 1):.4f}")
 
 fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -143,8 +143,8 @@ bins = np.linspace(0, 6, 61)
 heights, formula, se = histogram_vs_formula(y[:, 0], flow_density, bins)
 z_scores = np.abs(heights - formula) / se
 print(f"max |histogram - formula| = {np.max(np.abs(heights - formula)):.4f} over {len(z_scores)} bins")
-claim("log-normal: largest |histogram - formula| in standard errors", z_scores.max(), 2.03, 3.24, ".2f")
-claim("log-normal: mean squared error in squared standard errors", np.mean(z_scores ** 2), 0.78, 1.31, ".2f")
+claim("log-normal, largest |histogram - formula| in standard errors", z_scores.max(), 2.03, 3.24, ".2f")
+claim("log-normal, mean squared error in squared standard errors", np.mean(z_scores ** 2), 0.78, 1.31, ".2f")
 print(f"half the mass lands in (0, 1): P(Y < 1) = P(Z < 0) = 1/2; the density peaks at "
       f"y = {grid[np.argmax(flow_density(grid))]:.2f} on the grid (exactly 1/e = {1 / np.e:.4f})")
 fine = np.linspace(1e-9, 100, 1_000_001)
