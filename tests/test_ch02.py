@@ -66,10 +66,25 @@ def test_autograd_misses_the_moving_kink_only_with_a_trailing_affine(run):
         assert (max(z_scores) > 8) if moved else (max(z_scores) < 5)
 
 
+def test_autograd_misses_exactly_the_jump_of_the_marginal_density(run):
+    # the three-layer estimate is a Monte-Carlo mean; it should sit within 5 standard errors of
+    # p_i(0+) (1/alpha_i - 1), the term the text derives
+    match = re.search(r"d loss / d last shift = \[([^\]]+)\] \+- \[([^\]]+)\]", run[0])
+    mean, se = ([float(v) for v in group.split()] for group in match.groups())
+    missing = re.search(r"the term autograd misses, p_i\(0\+\) \(1/alpha_i - 1\) = \[([^\]]+)\]", run[0])
+    exact = [float(v) for v in missing.group(1).split()]
+    assert all(abs(m - e) < 5 * s for m, e, s in zip(mean, exact, se))
+    # and the exact term itself, from the target's parameters (s, t, alpha) = (log 1.2, 0.6, 0.25), ...
+    density_above = [math.exp(-0.5 * (t / scale) ** 2) / (scale * math.sqrt(2 * math.pi))
+                     for scale, t in ((1.2, 0.6), (0.7, -0.4))]
+    expected = [p * (1 / alpha - 1) for p, alpha in zip(density_above, (0.25, 0.6))]
+    assert all(abs(e - x) < 1e-4 for e, x in zip(exact, expected))
+
+
 def test_learned_stack_reports_nll_entropy_gap_and_kl(run):
     numbers = parse_report("leaky ReLU target", run[0])
     assert abs(numbers["gap"] - (numbers["nll"] - numbers["entropy"])) < 2e-5
-    assert numbers["kl"] < 0.1          # quick mode; the full run reaches about 0.0015
+    assert numbers["kl"] < 0.1          # quick mode; the full run's KL is within 0.00004 of zero
 
 
 def test_elementwise_fit_cannot_beat_the_mutual_information(run):
@@ -78,6 +93,22 @@ def test_elementwise_fit_cannot_beat_the_mutual_information(run):
     assert numbers["kl"] > floor - 5 * numbers["kl_se"]
     assert numbers["kl"] < floor + 0.2
     assert re.search(r"-1/2 log\(1 - rho\^2\) = 0\.51083: excess", run[0])
+
+
+def test_kl_splits_into_the_mutual_information_and_the_distance_to_the_best_product(run):
+    # KL(p || q) = I(x1; x2) + KL(p1 p2 || q) for any product q; both sides are estimated on
+    # their own samples, so they agree within the larger standard error
+    numbers = parse_report("correlated Gaussian, rho = 0.8", run[0])
+    excess, excess_se = map(float, re.search(r"KL\(p1 p2 \|\| q\) = ([\d.-]+) \+- ([\d.]+)", run[0]).groups())
+    floor = -0.5 * math.log(1 - 0.8 ** 2)
+    assert excess > -5 * excess_se
+    assert abs(numbers["kl"] - (floor + excess)) < 5 * numbers["kl_se"]
+
+
+def test_every_seed_dependent_claim_prints_the_range_the_text_states(run):
+    # chapters/seeds.py reads these lines; --quick prints the full run's range without judging it
+    assert len(re.findall(r"\(text, full run: \S+ to \S+ over seeds 0-4; a --quick run is not compared\)",
+                          run[0])) == 8
 
 
 @pytest.mark.parametrize("name", FIGURES)
