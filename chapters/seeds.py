@@ -71,6 +71,7 @@ def run_once(chapter, seed, cpu, quick):
         seconds = time.perf_counter() - start
     if result.returncode != 0:
         sys.exit(f"{chapter.name} --seed {seed} ({cpu}) failed:\n{result.stderr[-3000:]}")
+    print(f"  {chapter.name} --seed {seed} ({cpu}): {seconds:.0f} s", file=sys.stderr, flush=True)
     found = {}
     for line in result.stdout.splitlines():
         match = CLAIM.match(line)
