@@ -1,6 +1,7 @@
 """Chapter 4 in --quick mode: MADE's Jacobian is exactly zero where it must be, the inverse
 becomes exact one coordinate per pass, IAF and MAF swap their pass counts and undo each other,
-the sigmoid-gated layer never beats its computed floor, and every figure is written."""
+the first gradient is far longer than the clipping norm, the sigmoid-gated layer never beats its
+computed floor, every seed-dependent claim prints its range, and every figure is written."""
 import math
 import re
 
@@ -77,6 +78,23 @@ def test_first_flow_reports_nll_entropy_gap_and_kl(run):
     assert re.search(r"learned mu: mean \[.*\] \(target 5\); learned scale exp\(s\): mean \[.*\] \(target 0.5\)", run[0])
 
 
+def test_first_gradient_is_far_longer_than_the_clipping_norm(run):
+    # the data start 5 base standard deviations away, which is why the chapter clips (CLIP_NORM = 1)
+    norm = float(re.search(rf"gradient norm at the first step: {FLOAT}", run[0]).group(1))
+    assert norm > 50
+
+
+def test_only_the_clipped_runs_clip(run):
+    clipped = [int(n) for n in re.findall(r"trained \d+ steps in [\d.]+ s, (\d+) of them clipped", run[0])]
+    first_flow, unclipped, gated = clipped
+    assert first_flow > 0 and gated > 0 and unclipped == 0
+
+
+def test_clipping_makes_faster_progress_from_the_same_start(run):
+    clipped, unclipped = parse_report("first flow", run[0]), parse_report("first flow, unclipped", run[0])
+    assert clipped["kl"] + 5 * clipped["kl_se"] < unclipped["kl"] - 5 * unclipped["kl_se"]
+
+
 def test_sigmoid_gated_scale_never_beats_its_floor(run):
     floor = float(re.search(rf"best KL any sigmoid-gated layer can reach .*: {FLOAT}", run[0]).group(1))
     sigma = 1 / 1.001
@@ -91,6 +109,12 @@ def test_hard_clamp_cuts_the_gradient_and_the_soft_bound_does_not(run):
         return [float(v) for v in line.split()]
     assert all(slope > 0.1 for slope in slopes("soft bound 5 tanh(s_raw / 5)"))
     assert slopes("hard clamp clip(s_raw, -5, 3)") == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_every_seed_dependent_claim_prints_the_range_the_text_states(run):
+    # chapters/seeds.py reads these lines; --quick prints the full run's range without judging it
+    assert len(re.findall(r"\(text, full run: \S+ to \S+ over seeds 0-4; a --quick run is not compared\)",
+                          run[0])) == 8
 
 
 @pytest.mark.parametrize("name", FIGURES)
