@@ -34,13 +34,19 @@ args = chapter_args(__doc__ or "Chapter 7: your own layer, checked and seen")
 start = time.perf_counter()
 SEED = args.seed
 NUM_STEPS = 30 if args.quick else 1800       # training steps of the small Banana flow
-LEARNING_RATE = 3e-3
+LEARNING_RATE = 3e-3                         # the peak, reached after WARMUP steps; then a cosine decay to 0
+WARMUP = 5 if args.quick else 50
+CLIP_NORM = 5.0                              # longer gradients are scaled down to this length
 BATCH_SIZE = 256
 HIDDEN = (16, 16) if args.quick else (32, 32)
 NUM_TEST = 2_000 if args.quick else 100_000  # fresh held-out samples
 GRID = 40 if args.quick else 150             # heat-map resolution
 NUM_SHOW = 1_000 if args.quick else 4_000    # base samples drawn in the scatter figures
-rng = onp.random.default_rng(SEED)
+# one stream per job, so that changing one section (more test points) leaves the others as they were
+rng = onp.random.default_rng([SEED, 0])            # the checker's parameters and points
+train_rng = onp.random.default_rng([SEED, 1])      # the flow's init and its training batches
+eval_rng = onp.random.default_rng([SEED, 2])       # held-out samples, base points for the figures
+claim = tf.claims(quick=args.quick)          # prints a result beside the range this text states
 
 # %% [markdown]
 # ## A new layer: y = x + a tanh(b x)
@@ -106,7 +112,8 @@ def perturb(params, rng, scale):
 
 
 layer = ResidualTanh()
-params = perturb(layer.init(rng, 2), rng, scale=2.5)
+params = perturb(layer.init(rng, 2), rng, scale=1.5)    # larger moves can make b = exp(log_b) so
+                                                         # steep that finite differences miss 1e-6
 x = rng.uniform(-3, 3, size=(32, 2))
 a, b, kappa = layer.a_b_kappa(params)
 print(f"a = {onp.round(a, 3)}, b = {onp.round(b, 3)}, kappa = a b = {onp.round(kappa, 3)} (> -1)")
@@ -192,7 +199,12 @@ savefig(fig, "ch07_residual_tanh.png", args.figures_dir)
 #
 # A checked layer is correct; it is not yet understood. `tinyflow.layer_plots` draws four views of
 # a 2D flow, layer by layer. We train a small flow (coupling, learnable leaky ReLU, two couplings)
-# on the Banana target by maximum likelihood and look at it.
+# on the Banana target by maximum likelihood and look at it. The step size warms up for 50 steps
+# and then decays along a cosine, and gradients longer than 5 are scaled down to 5 (the run
+# prints on how many steps). It takes both to make the fit depend little on the seed. Trained
+# once per seed 0-4 and scored on 20,000 held-out points, the KL was 0.06 to 0.11 with neither,
+# 0.15 to 0.25 with the cosine alone, 0.04 to 0.50 with clipping alone (one seed's slope alpha_1
+# collapsed to 0.17), and 0.034 to 0.046 with both.
 
 # %%
 target = tf.Banana()
@@ -200,30 +212,40 @@ flow = tf.Flow(tf.StandardNormal(2), [tf.AffineCoupling([1, 0], hidden=HIDDEN),
                                       tf.LeakyReLU(0.5, learnable=True),
                                       tf.AffineCoupling([0, 1], hidden=HIDDEN),
                                       tf.AffineCoupling([1, 0], hidden=HIDDEN)])
-flow_params = flow.init(rng)
-flow_params, history = tf.fit(tf.forward_kl(flow), flow_params, target.sample, rng,
-                              num_steps=NUM_STEPS, batch_size=BATCH_SIZE, step_size=LEARNING_RATE)
-print(f"final training loss (mean of the last 100 steps) {onp.nanmean(history['loss'][-100:]):.4f}")
-print(tf.format_report(tf.held_out_report(flow, flow_params, target, rng, NUM_TEST)))
+flow_params = flow.init(train_rng)
+flow_params, history = tf.fit(tf.forward_kl(flow), flow_params, target.sample, train_rng,
+                              num_steps=NUM_STEPS, batch_size=BATCH_SIZE, step_size=LEARNING_RATE,
+                              schedule="cosine", warmup=WARMUP, clip_norm=CLIP_NORM)
+report = tf.held_out_report(flow, flow_params, target, eval_rng, NUM_TEST)
+print(tf.format_report(report))
+print(f"gradients clipped to length {CLIP_NORM:g} on {history['clipped']} of {NUM_STEPS} steps")
+claim("training loss, mean of the last 100 steps", onp.nanmean(history["loss"][-100:]), 4.250, 4.274, fmt=".3f")
+claim("held-out paired KL", report["kl"], 0.033, 0.048, fmt=".3f")
 alpha = onp.exp(flow_params["layers"][1]["log_alpha"])
 print(f"learned leaky-ReLU slopes alpha = {onp.round(alpha, 3)} (started at 0.5)")
+claim("leaky-ReLU slope alpha_1", alpha[0], 0.86, 1.07, fmt=".2f")
+claim("leaky-ReLU slope alpha_2", alpha[1], 0.39, 0.42, fmt=".2f")
 
 # %% [markdown]
 # **Warped grid.** The lines z1 = c (blue) and z2 = c (orange) of the base space, drawn after
 # each layer: a coupling bends only the lines of its changed coordinate, the leaky ReLU kinks
-# every line where it crosses an axis.
+# every line where it crosses an axis, by the slope alpha_i of the coordinate that changes sign.
+# Training moves the two slopes apart: alpha_2 ends at 0.39 to 0.42, a clear kink, and alpha_1 at
+# 0.86 to 1.07, close to 1, so lines crossing coordinate 1 = 0 bend hardly or not at all.
 
 # %%
 savefig(layer_plots.warped_grid(flow, flow_params), "ch07_warped_grid.png", args.figures_dir)
-z = flow.base.sample(flow_params["base"], rng, NUM_SHOW)
+z = flow.base.sample(flow_params["base"], eval_rng, NUM_SHOW)
 steps = flow.trace(flow_params, z)
 kept = onp.max(onp.abs(steps[1][:, 0] - z[:, 0]))
 print(f"the first coupling keeps coordinate 1: max |change| = {kept:.1e}")
 
 # %% [markdown]
-# **Quadrants.** Base samples coloured by the quadrant of z. The leaky ReLU maps each quadrant to
-# itself (it keeps signs), so the colours stay separated by its axes; the couplings then shear
-# them into the banana.
+# **Quadrants.** Base samples coloured by the quadrant of z. The first coupling changes
+# coordinate 2 only, so it can move points across the axis coordinate 2 = 0 but never across
+# coordinate 1 = 0 (the run above printed a change of exactly 0). The leaky ReLU then keeps every
+# point in the quadrant it arrives in (it keeps signs: exactly 100% of points), so it squeezes
+# the colours without mixing them, and the couplings after it shear them into the banana.
 
 # %%
 savefig(layer_plots.quadrant_scatter(flow, flow_params, z), "ch07_quadrants.png", args.figures_dir)
@@ -232,27 +254,35 @@ print(f"points whose quadrant the leaky ReLU keeps: {100 * same_quadrant:.1f}%")
 
 # %% [markdown]
 # **Density after k layers.** Cutting the flow after k layers gives a flow too; q_0 is the base
-# and q_K the model. The leaky ReLU leaves a visible seam in q_2 along both axes: its log-det jumps
-# by log(alpha) there. Each q_k is a density, so each integrates to one (checked on a grid).
+# and q_K the model. The leaky ReLU leaves a seam in q_2 wherever a coordinate crosses 0, since
+# its log-det jumps by log(alpha_i) there: a visible one along coordinate 2 = 0 (alpha_2 near 0.4),
+# and along coordinate 1 = 0 one that is faint or invisible (alpha_1 near 1). Each q_k is a
+# density, so each integrates to one; a Riemann sum on a grid around the samples gets within
+# 0.004 of it (0.001 to 0.004 over seeds 0-4, the worst q_k of each run).
 
 # %%
 savefig(layer_plots.density_after_layers(flow, flow_params, z, n=GRID), "ch07_density_after_k.png",
         args.figures_dir)
+masses = []
 for k in range(len(flow.layers) + 1):
     flow_k, params_k = layer_plots.truncated(flow, flow_params, k)
     xlim, ylim = [(lo - (hi - lo) / 2, hi + (hi - lo) / 2) for lo, hi in zip(steps[k].min(0), steps[k].max(0))]
     X, Y, points = tf.plotting.grid(xlim, ylim, 130 if args.quick else 300)    # a Riemann sum
     mass = onp.exp(flow_k.log_prob(params_k, points)).sum() * (X[0, 1] - X[0, 0]) * (Y[1, 0] - Y[0, 0])
     print(f"q_{k}: integral over a grid around its samples = {mass:.4f}")
+    masses.append(mass)
+claim("largest |grid integral - 1| of q_0 ... q_4", onp.max(onp.abs(onp.array(masses) - 1)), 0.001, 0.004, fmt=".3f")
 
 # %% [markdown]
 # **Log-det maps.** log|det df/dz| > 0 where the flow spreads mass out, < 0 where it squeezes it.
 # Over base points z (left) it says where each z is sent to a thinner or denser region; over data
 # points x (middle) the same numbers sit where the mass lands. The right panel is the leaky ReLU
-# alone: log(alpha_i) for each negative input coordinate, so four constant values, on the regions
-# of z that the first coupling sends into each quadrant. On average over z ~ base, the total
-# log-det is H(q) - H(base): the exact Banana map stretches x2 by 4 and bends x1 by a shear
-# x1 = z1 + x2^2 / 4, whose log-det is 0, so a good fit averages close to log 4.
+# alone: log(alpha_i) summed over the negative input coordinates, one constant value on each of
+# the four regions of z that the first coupling sends into a quadrant. With alpha_1 near 1 they
+# pair up: two values near 0 and two near log(alpha_2), about -0.9. On average over z ~ base,
+# the total log-det is H(q) - H(base) exactly: the exact Banana map stretches x2 by 4 and bends
+# x1 by a shear x1 = z1 + x2^2 / 4, whose log-det is 0, so a perfect fit averages log 4 = 1.386.
+# Our fits average 1.36 to 1.42 over 4,000 base samples.
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
@@ -270,6 +300,7 @@ savefig(fig, "ch07_log_det.png", args.figures_dir)
 log_dets = layer_plots.forward_log_dets(flow, flow_params, z)
 print(f"mean forward log-det per layer over base samples: {onp.round(log_dets.mean(1), 3)}; "
       f"total {log_dets.sum(0).mean():.3f}; the exact map needs H(p) - H(base) = log 4 = {onp.log(4):.3f}")
+claim("mean total log-det over base samples", log_dets.sum(0).mean(), 1.36, 1.42, fmt=".2f")
 print(f"chapter ran in {time.perf_counter() - start:.1f} s")
 
 # %% [markdown]
@@ -283,6 +314,9 @@ print(f"chapter ran in {time.perf_counter() - start:.1f} s")
 # - A check is only as good as its inputs: identity parameters hid the wrong-sign log-det, positive
 #   points hid the forgotten sign. `tinyflow.strategies` draws moved parameters and two-signed points.
 # - `tinyflow.layer_plots` shows a flow layer by layer: warped grids, quadrants, q_k, log-det maps.
+#   On the Banana flow (held-out KL 0.033 to 0.048 over seeds 0-4, with a warm-up, a cosine
+#   decay and gradient clipping) they show training fold coordinate 2 with a leaky-ReLU slope
+#   near 0.4 and leave coordinate 1 nearly unfolded (slope 0.86 to 1.07).
 #
 # ## Exercises
 #

@@ -1,11 +1,16 @@
 """Chapter 7 in --quick mode: the correct layer passes check_layer, both broken layers are caught
-(but only with moved parameters and points of both signs), and every figure is written."""
+(but only with moved parameters and points of both signs), every trained result is printed beside
+the range the text states, and every figure is written. A --quick run trains for 30 steps, so no
+test compares its numbers with the full run's ranges."""
 import re
 
 import pytest
 
 from chapter_runner import run_chapter
 
+CLAIMS = ["training loss, mean of the last 100 steps", "held-out paired KL", "leaky-ReLU slope alpha_1",
+          "leaky-ReLU slope alpha_2", "largest |grid integral - 1| of q_0 ... q_4",
+          "mean total log-det over base samples"]
 FIGURES = ["ch07_residual_tanh.png", "ch07_warped_grid.png", "ch07_quadrants.png",
            "ch07_density_after_k.png", "ch07_log_det.png"]
 
@@ -43,6 +48,13 @@ def test_held_out_report_and_layer_claims_are_printed(run):
     assert re.search(r"held-out: NLL [-\d.]+, entropy 4\.22417, gap [-\d.]+, KL = .* \+- [\d.]+", stdout)
     assert re.search(r"the first coupling keeps coordinate 1: max \|change\| = 0\.0e\+00", stdout)
     assert re.search(r"points whose quadrant the leaky ReLU keeps: 100\.0%", stdout)
+
+
+def test_every_trained_result_is_printed_beside_the_texts_range(run):
+    stdout, _ = run
+    for label in CLAIMS:
+        pattern = re.escape(label) + r": \S+ \(text, full run: \S+ to \S+ over seeds 0-4; a --quick run is not compared\)"
+        assert re.search(pattern, stdout), f"no claim line for {label!r}"
 
 
 def test_density_after_k_layers_integrates_to_about_one(run):
