@@ -53,6 +53,15 @@ def test_primitive_model_records_fewer_nodes(run):
     assert primitives < textbook
 
 
+def test_step_tape_is_the_model_plus_one_leaf_per_parameter_array(run):
+    stdout, _ = run
+    match = re.search(r"the other (\d+) nodes of each step are the input theta and one _leaf per parameter array: "
+                      r"(\d+) x 6 in the MLPs, (\d+) x 2 in the LUs", stdout)
+    assert match, stdout
+    others, blocks, blocks_again = map(int, match.groups())
+    assert blocks == blocks_again and others == 1 + 6 * blocks + 2 * blocks
+
+
 def test_figure_is_written(run):
     _, tmp_path = run
     assert (tmp_path / "figures" / "ch08_step_cost.png").stat().st_size > 10_000
