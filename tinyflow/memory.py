@@ -4,7 +4,7 @@ Autograd keeps every intermediate of a step alive until its backward pass ends (
 chapter 5's model), then frees it all. By default glibc's malloc hands memory at the top of its
 heap back to the system once more than its trim threshold (128 KiB at start) is free there, and
 the next step asks for it again: the kernel maps it back one 4 KiB page at a time, a minor page
-fault each (chapter 8 measures about 1500 faults and 4-5 ms of a 35 ms step).
+fault each (chapter 8 measures about 1,700 faults and 4-7 ms of kernel time per step).
 
 Flow() and fit call keep_freed_memory, so every training loop gets it, fit's or one a student
 writes around autograd.value_and_grad.
