@@ -50,16 +50,24 @@ def test_lu_log_det_matches_slogdet(run):
     assert match and float(match.group(1)) < 1e-12
 
 
-def test_skipped_steps_are_reported(run):
+def test_skipped_and_clipped_steps_are_reported(run):
     stdout, _ = run
-    assert re.search(r"trained \d+ steps in .* s \(\d+ ms/step\); skipped \d+ steps", stdout)
+    assert re.search(r"trained \d+ steps in .* s \(\d+ ms/step\); skipped \d+ steps with a non-finite loss "
+                     r"or gradient; clipped \d+ gradients longer than 10", stdout)
+
+
+def test_the_step_size_warms_up_and_decays(run):
+    stdout, _ = run
+    match = re.search(rf"step size: {NUMBER} at step 1, peak {NUMBER}, {NUMBER} at the last step", stdout)
+    first, peak, last = map(float, match.groups())
+    assert first < peak and last < 0.1 * peak
 
 
 def test_reports_print_nll_beside_entropy_and_gap_is_their_difference(run):
     stdout, _ = run
     reports = re.findall(rf"after \d+ steps: NLL {NUMBER}, entropy {NUMBER}, gap {NUMBER}, "
                          rf"KL = mean\(log p - log q\) = {NUMBER} \+- {NUMBER}", stdout)
-    assert len(reports) == 2
+    assert len(reports) == 1
     for nll, entropy, gap, kl, se in (map(float, r) for r in reports):
         assert entropy == 1.61209 and abs(nll - entropy - gap) < 2e-5 and se > 0
 
@@ -72,8 +80,15 @@ def test_training_lowers_the_held_out_kl(run):
 
 def test_leaked_mass_and_sampled_fraction_are_printed(run):
     stdout, _ = run
-    assert re.search(rf"mass outside a in \[1, 2\] \(or the window\) {NUMBER}", stdout)
+    assert re.search(rf"mass outside a in \[1, 2\]: {NUMBER} \(text, full run: ", stdout)
     assert re.search(rf"flow samples with a outside \[1, 2\]: {NUMBER} \(\+- {NUMBER}\)", stdout)
+
+
+def test_every_result_is_printed_beside_its_full_run_range(run):
+    stdout, _ = run
+    claims = re.findall(r"^(.+?): \S+ \(text, full run: \S+ to \S+ over seeds 0-4; a --quick run is not compared\)$",
+                        stdout, flags=re.M)
+    assert claims[0] == "paired KL after 20 steps" and len(claims) == len(set(claims)) == 6
 
 
 @pytest.mark.parametrize("name", FIGURES)
