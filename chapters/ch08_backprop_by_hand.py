@@ -503,7 +503,7 @@ if args.quick:
 else:
     probes = {}
     env = {key: value for key, value in os.environ.items() if not key.startswith("MALLOC_")}
-    env["OPENBLAS_NUM_THREADS"] = "1"     # as run_all.py sets it; a second BLAS thread nearly doubled the faults
+    env["OPENBLAS_NUM_THREADS"] = "1"     # what Flow() asks for anyway (threads.py); a second BLAS thread nearly doubled the faults
     for label, switch in [("keep_freed_memory", "on"), ("glibc's defaults", "off")]:
         result = subprocess.run([sys.executable, "-c", PROBE.format(steps=30), switch], env=env,
                                 capture_output=True, text=True, check=True)

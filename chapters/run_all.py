@@ -3,17 +3,14 @@
 Each chapter runs in its own process (as a student would run it), with the same flags; the
 wall time of each is printed at the end. Stops at the first chapter that fails.
 
-OpenBLAS is limited to one thread unless you set OPENBLAS_NUM_THREADS yourself: these
-matrices are small (batch x 64), and on 2 cores a second BLAS thread costs more in hand-offs
-than it saves (see README, "Benchmarks").
+A chapter runs exactly as it would if you started it yourself: no settings are added (tinyflow
+itself asks for one BLAS thread, see tinyflow/threads.py).
 """
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ENV = {"OPENBLAS_NUM_THREADS": "1", **os.environ}
 CHAPTERS = sorted(Path(__file__).resolve().parent.glob("ch[0-9][0-9]_*.py"))
 
 
@@ -22,7 +19,7 @@ def main(flags):
     for chapter in CHAPTERS:
         print(f"\n{'=' * 30} {chapter.name} {'=' * 30}", flush=True)
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, str(chapter), *flags], env=ENV)
+        result = subprocess.run([sys.executable, str(chapter), *flags])
         times.append((chapter.name, time.perf_counter() - start))
         if result.returncode != 0:
             sys.exit(f"{chapter.name} failed with exit code {result.returncode}")

@@ -63,7 +63,7 @@ def chapter_path(name):
 
 def run_once(chapter, seed, cpu, quick):
     """Run the chapter with --seed; return (claims {label: (value, low, high, printed)}, seconds)."""
-    env = {"OPENBLAS_NUM_THREADS": "1", **os.environ, **(AVX512_OFF if cpu == "avx512 off" else {})}
+    env = {**os.environ, **(AVX512_OFF if cpu == "avx512 off" else {})}
     with tempfile.TemporaryDirectory() as figures:
         command = [sys.executable, str(chapter), "--seed", str(seed), "--figures-dir", figures]
         start = time.perf_counter()

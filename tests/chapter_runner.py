@@ -1,22 +1,19 @@
 """Run a chapter script as a student would (a subprocess, from another working directory),
 in --quick mode, writing figures to a temporary directory; return what it printed."""
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 CHAPTERS = Path(__file__).resolve().parents[1] / "chapters"
-ENV = {"OPENBLAS_NUM_THREADS": "1"}   # as in chapters/run_all.py: small matrices run faster on one thread
 
 
 def run_chapter(name, tmp_path, *extra):
     """Run chapters/<name> --quick --figures-dir tmp_path/figures from tmp_path; return stdout.
     Fails the test with the chapter's stderr if it exits non-zero."""
     figures = tmp_path / "figures"
-    env = {**ENV, **os.environ}                       # the settings chapters/run_all.py uses
     result = subprocess.run([sys.executable, str(CHAPTERS / name), "--quick", "--figures-dir", str(figures), *extra],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
 

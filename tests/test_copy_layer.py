@@ -12,7 +12,7 @@ an empty __init__.py.
 
 The tests copy exactly those files into a temporary package per file and import them in a
 Python that cannot import tinyflow: started with -I -S (no site-packages, so no editable-install
-hook), a sys.path of the standard library, numpy, autograd and the copies only, and
+hook), a sys.path of the standard library, numpy, autograd, threadpoolctl and the copies only, and
 sys.modules["tinyflow"] = None set first, so any `import tinyflow` raises. In that Python the
 copied check.py checks each copied layer against the contract, with parameters moved away from
 init and points in every orthant. One subprocess does all of it, once, and reports in JSON; each
@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 import autograd
+import threadpoolctl
 import numpy
 import pytest
 
@@ -190,7 +191,7 @@ def make_package(directory, files):
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     """Build the packages (each copyable file with its listed files, and once more without each
-    one of them), a site folder holding only numpy and autograd, run SCRIPT, return its report."""
+    one of them), a site folder holding only numpy, autograd and threadpoolctl, run SCRIPT, return its report."""
     root = tmp_path_factory.mktemp("coursework")
     packages, site = root / "packages", root / "site"
     packages.mkdir()
@@ -200,6 +201,7 @@ def report(tmp_path_factory):
         for name in (folder.name, folder.name + ".libs"):     # numpy.libs: the wheel's OpenBLAS
             if (folder.parent / name).exists():
                 (site / name).symlink_to(folder.parent / name)
+    (site / "threadpoolctl.py").symlink_to(threadpoolctl.__file__)   # a runtime dependency: one module
     listed = {module: [name[:-len(".py")] for name in copy_line(module) or [f"{module}.py"]]
               for module in COPYABLE}
     for module, files in listed.items():

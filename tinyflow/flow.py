@@ -7,11 +7,11 @@
 params = {"base": base params, "layers": [params of layer 1, ..., params of layer K]}.
 Shapes: x, z (N, D); log q (N,). The log-dets are summed in log space, never multiplied.
 
-Copy with: flow.py, linear.py, memory.py, validate.py (and an empty __init__.py).
+Copy with: flow.py, linear.py, memory.py, threads.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
 
-from . import memory
+from . import memory, threads
 from .linear import add_all
 from .validate import check_count, check_points, check_rng
 
@@ -25,7 +25,8 @@ class Flow:
             if not all(callable(getattr(layer, name, None)) for name in ("init", "forward", "inverse")):
                 raise TypeError(f"layers[{k}] must have init/forward/inverse, got {type(layer).__name__}")
         self.base, self.layers, self.dim = base, layers, base.dim
-        memory.keep_freed_memory()          # any training loop over this flow, fit's or your own
+        memory.keep_freed_memory()          # any training loop over this flow, fit's or your own,
+        threads.one_blas_thread()           # runs fast: see memory.py and threads.py
 
     def init(self, rng):
         check_rng(rng)

@@ -22,7 +22,7 @@ from autograd import value_and_grad
 from autograd.extend import SparseObject, defvjp, primitive, vspace
 from autograd.misc import flatten
 
-from . import memory
+from . import memory, threads
 from .memory import keep_freed_memory  # noqa: F401  (its old home; tinyflow.memory is the one to patch)
 from .validate import check_count, check_points, check_positive, check_rng
 
@@ -249,6 +249,7 @@ def fit(loss, params, data, rng, num_steps, batch_size, step_size=1e-3, schedule
               "stopped": str or None, "seconds": float}
     """
     check_rng(rng)
+    threads.one_blas_thread()                          # small matrices: one BLAS thread (threads.py)
     num_steps, batch_size = check_count(num_steps, "num_steps"), check_count(batch_size, "batch_size")
     sizes = step_sizes(step_size, num_steps, schedule, warmup)
     weight_decay = _check_non_negative(weight_decay, "weight_decay")
