@@ -1,5 +1,6 @@
 """Chapter 6 in --quick mode: it prints log Z with its convergence checks, the exact KL and the
-ESS per energy and flow, the final loss next to -log Z, the mode shares, and writes its figures."""
+ESS per energy and flow, the final loss next to -log Z, the mode shares, each training result
+beside the range its text states, and writes its figures."""
 import re
 
 import pytest
@@ -9,6 +10,9 @@ from chapter_runner import run_chapter
 FIGURES = ["ch06_energies.png", "ch06_modes.png"]
 NAMES = ["U1", "U2", "U3", "U4"]
 FLOAT = r"(-?[\d.]+(?:e[+-]?\d+)?)"
+CLAIM = re.compile(r"^(.+?): \S+ \(text, full run: \S+ to \S+ over seeds 0-4; "
+                   r"a --quick run is not compared\)$", re.MULTILINE)
+NUM_CLAIMS = 16 + 2 + 4 + 1 + 5 + 6     # KL and ESS per fit, U1 halves, U3/U4 branches, KL/SE, mixture fits
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +92,31 @@ def test_figure_is_written(run, name):
 def test_no_fit_reaches_below_minus_log_Z(run):
     match = re.search(rf"smallest KL\(q\|\|p\) / its standard error over the 8 fits: {FLOAT}", run[0])
     assert match and float(match.group(1)) > -5
+
+
+def test_every_training_result_is_printed_once_beside_its_range(run):
+    labels = CLAIM.findall(run[0])
+    assert len(labels) == NUM_CLAIMS and len(set(labels)) == NUM_CLAIMS
+
+
+def test_gaussian_envelope_leaves_erfc_of_one_over_root_two_outside_the_window(run):
+    match = re.search(rf"would leave erfc\(1/sqrt 2\) = {FLOAT} of the mass", run[0])
+    assert match and float(match.group(1)) == 0.3173     # erfc(0.7071...) = 0.31731...
+
+
+def test_annealing_starts_on_a_nearly_flat_U1(run):
+    pattern = (rf"U1: density at \(0, 2\) and at \(0, 0\) over the density at \(2, 0\): {FLOAT} and {FLOAT}; "
+               rf"raised to beta = 0.05: {FLOAT} and {FLOAT}")
+    gap, centre, gap_beta, centre_beta = (float(g) for g in re.search(pattern, run[0]).groups())
+    assert gap == 0.0077 and 2.8e-8 < centre < 3.0e-8    # 2 exp(-1/2 (2/0.6)^2) and exp(-17.36)
+    assert gap_beta == 0.78 and centre_beta == 0.42
+
+
+@pytest.mark.parametrize("name, mass", [("U3", 0.139), ("U4", 0.181)])
+def test_p_mass_on_the_second_branch_is_computed_by_quadrature(name, mass, run):
+    match = re.search(rf"{name}: p puts {FLOAT} of its mass on the second branch", run[0])
+    assert match and abs(float(match.group(1)) - mass) < 0.002    # quick mode's coarser grid
+
+
+def test_keeping_k_of_four_modes_costs_log_four_over_k(run):
+    assert "KL(q||p) = log(4/k): 1.3863 for k = 1, 0.6931 for k = 2, 0.2877 for k = 3" in run[0]

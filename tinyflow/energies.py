@@ -15,7 +15,8 @@ Envelope. U2, U3 and U4 see z1 only through w1 (periodic) and w2, w3 (flat far o
 does not decay along z1 and has no finite integral: q could lower the reverse-KL loss forever by
 spreading along z1. We add E(z1) = 1/2 (z1 / 3)^4 to U2, U3, U4. It is quartic, not Gaussian,
 so it is nearly flat where the paper draws its shapes (E(2) = 0.1) yet decays like exp(-z1^4):
-about 97% of the mass lies in the paper's window [-4, 4]^2 and exp(-25) is left at |z1| = 8.
+97% of the mass lies in the paper's window [-4, 4]^2 (95% for U4, whose second branch dips to
+z2 = -4) and exp(-25) is left at |z1| = 8.
 Integrating out z2 first (each term is a Gaussian in z2 whatever its centre) gives these three
 a closed form, a check on the quadrature:
 
