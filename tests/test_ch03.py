@@ -1,6 +1,7 @@
 """Chapter 3 in --quick mode: the coupling layer passes its checks, the flow round-trips, every
-report and the cure table are printed with consistent numbers, and every figure (and the GIF)
-is written."""
+report and the cure table are printed with consistent numbers, every claim is printed beside
+its range, and every figure (and the GIF) is written. A --quick run trains too little for the
+full run's ranges, so nothing here compares a trained result with them."""
 import re
 
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from chapter_runner import run_chapter
 
 FIGURES = ["ch03_target.png", "ch03_layers.png", "ch03_layers.gif", "ch03_samples.png",
-           "ch03_density.png", "ch03_loss_curves.png"]
+           "ch03_density.png", "ch03_overfit_damage.png", "ch03_loss_curves.png"]
 REPORT = (r"{}: NLL ([\d.-]+), entropy ([\d.-]+), gap ([\d.-]+), "
           r"KL = mean\(log p - log q\) = ([\d.-]+) \+- ([\d.]+) \(n = (\d+)\)")
 CURES = ["none (section 8)", "early stopping", "weight decay", "smaller model", "all three"]
@@ -63,8 +64,8 @@ def test_standardising_beats_not_standardising_at_equal_steps(run):
     assert with_std["kl"] < without["kl"]
 
 
-@pytest.mark.parametrize("label", [r"fresh samples, \d+ steps at lr [\d.e-]+", r"fresh samples, then \d+ more at lr [\d.e-]+",
-                                   "overfit model"])
+@pytest.mark.parametrize("label", [r"standardised = True, \d+ steps", r"standardised = False, \d+ steps",
+                                   r"fresh samples, \d+ steps, cosine schedule"])
 def test_report_gap_is_nll_minus_entropy(run, label):
     numbers = report(label, run[0])
     assert abs(numbers["entropy"] - 4.22417) < 1e-5
@@ -77,19 +78,65 @@ def test_overfit_curve_training_nll_falls(run):
     assert float(curve[-1][1]) < float(curve[0][1])
 
 
+def test_overfit_curve_runs_from_the_start_to_the_last_step(run):
+    # fit's callback counts steps taken (1..num_steps); the curve adds step 0, before training
+    steps = [int(step) for step in re.findall(r"^step +(\d+): training NLL", run[0], re.MULTILINE)]
+    last = int(re.search(r"after (\d+) steps: training NLL", run[0]).group(1))
+    assert steps[0] == 0 and steps[-1] == last and steps == sorted(set(steps))
+
+
+def test_overfit_training_nll_is_the_last_curve_point(run):
+    # the callback saw the parameters fit returned: its last training NLL is the one reported after
+    last_curve = re.findall(r"^step +\d+: training NLL ([\d.]+)", run[0], re.MULTILINE)[-1]
+    after = re.search(r"after \d+ steps: training NLL ([\d.]+)", run[0]).group(1)
+    assert last_curve == after
+
+
 def test_true_density_training_set_nll_is_near_the_entropy(run):
     match = re.search(r"and vs ([\d.]+), the true density's NLL on the training set", run[0])
     # 1024 points: the standard error of -mean log p is about 0.03 nats
     assert match and abs(float(match.group(1)) - 4.22417) < 0.15
 
 
+def cure_row(name, text):
+    match = re.search(rf"^{re.escape(name)}\s+(\d+)\s+([\d.-]+)\s+([\d.-]+) \+- ([\d.]+)\s+([\d.-]+)\s+(\d+)"
+                      rf"\s+(?:-|([+-][\d.]+) \+- ([\d.]+))$", text, re.MULTILINE)
+    assert match, f"no table row for {name!r}"
+    steps, train, kl, se, median, far_off, change, change_se = match.groups()
+    return {"steps": int(steps), "train": float(train), "kl": float(kl), "se": float(se), "median": float(median),
+            "far_off": int(far_off), "change": change and float(change), "change_se": change_se and float(change_se)}
+
+
 def test_cure_table_has_every_cure_with_finite_numbers(run):
     for name in CURES:
-        match = re.search(rf"^{re.escape(name)}\s+(\d+)\s+([\d.-]+)\s+([\d.-]+)\s+([\d.-]+) \+- ([\d.]+)\s+([\d.-]+)\s+(\d+)$",
-                          run[0], re.MULTILINE)
-        assert match, f"no table row for {name!r}"
-        steps, train, held_out, kl, se, median, far_off = match.groups()
-        assert int(steps) >= 1 and float(se) > 0
+        row = cure_row(name, run[0])
+        assert row["steps"] >= 1 and row["se"] > 0
+
+
+def test_cure_table_change_is_the_difference_of_the_kls(run):
+    # every row is scored on the same held-out points, so the paired change is KL(cure) - KL(none)
+    none = cure_row(CURES[0], run[0])
+    assert none["change"] is None
+    for name in CURES[1:]:
+        row = cure_row(name, run[0])
+        assert abs(row["change"] - (row["kl"] - none["kl"])) < 2e-4
+
+
+def test_weight_decay_pulls_the_standardising_shift_towards_zero(run):
+    match = re.search(r"weight decay: the standardising Affine went from log_scale \[[^]]*\], "
+                      r"shift \[\s*([\d.-]+)\s+([\d.-]+)\s*\] to \[[^]]*\], \[\s*([\d.-]+)\s+([\d.-]+)\s*\]", run[0])
+    assert match
+    before, after = map(float, match.groups()[:2]), map(float, match.groups()[2:])
+    assert sum(b * b for b in before) > sum(a * a for a in after)
+
+
+def test_every_claim_is_printed_beside_its_range_and_not_judged(run):
+    claims = re.findall(r"^(.+?): \S+ \(text, full run: (\S+) to (\S+) over seeds 0-4; a --quick run is not "
+                        r"compared\)$", run[0], re.MULTILINE)
+    labels = [label for label, low, high in claims]
+    assert len(labels) >= 15 and len(set(labels)) == len(labels)
+    assert all(float(low.rstrip("%")) <= float(high.rstrip("%")) for _, low, high in claims)
+    assert "outside the text's range" not in run[0]
 
 
 def test_layer_trace_ends_near_a_standard_normal(run):
