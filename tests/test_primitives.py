@@ -1,4 +1,4 @@
-"""The hand-written primitives (linear.py, mlp.py, affine.py, columns.py) against the plain
+"""The hand-written primitives (linear.py, mlp.py, affine.py, columns.py, leaves.py) against the plain
 autograd.numpy expressions they replace: the same values, the same gradients as autograd derives
 for the plain expression, and gradients that match central finite differences.
 
@@ -122,3 +122,39 @@ def test_take_then_merge_gives_back_the_columns():
     x = np.random.default_rng(1).standard_normal((5, 4))
     a, b = np.array([2, 0]), np.array([3, 1])
     assert np.array_equal(merge_columns(take_columns(x, a), take_columns(x, b), a, b), x)
+
+
+def test_read_leaves_gives_the_gradient_of_plain_lookups():
+    """leaves.read_leaves swaps autograd's container lookups for slices of one flat vector: the
+    gradient with respect to the nested params must be the plain lookups' gradient, to rounding."""
+    from autograd.misc import flatten
+
+    from tinyflow.leaves import read_leaves
+    rng = np.random.default_rng(0)
+    params = {"base": {}, "layers": [{"W": rng.standard_normal((3, 2)), "b": rng.standard_normal(2)},
+                                     {}, [rng.standard_normal(4), rng.standard_normal((2, 2))]]}
+
+    def loss(p):
+        return (anp.sum(anp.sin(p["layers"][0]["W"]) @ p["layers"][0]["b"]) + anp.sum(p["layers"][2][0] ** 3)
+                * anp.prod(p["layers"][2][1]))
+    plain, read = grad(loss)(params), grad(lambda p: loss(read_leaves(p)))(params)
+    assert loss(read_leaves(params)) is not None and read_leaves(params) is params   # no box: unchanged
+    for a, b in zip(flatten(plain)[0], flatten(read)[0]):
+        assert abs(a - b) <= 1e-12 * max(1.0, abs(a))
+    assert flatten(plain)[0].size == flatten(read)[0].size and isinstance(read["layers"][2], list)
+
+
+def test_flatten_params_is_autograds_flatten_without_the_tracing():
+    from autograd.misc import flatten
+
+    import tinyflow as tf
+    rng = np.random.default_rng(1)
+    params = {"base": {}, "layers": [{"W": rng.standard_normal((3, 2)), "b": rng.standard_normal(2)}, {},
+                                     [rng.standard_normal(4), (rng.standard_normal((2, 2)), np.array(0.5))]]}
+    theta, unflatten = tf.flatten_params(params)
+    theirs, their_unflatten = flatten(params)
+    assert np.array_equal(theta, theirs)
+    moved = theta + rng.standard_normal(theta.shape)
+    for ours, reference in zip(flatten(unflatten(moved))[0], flatten(their_unflatten(moved))[0]):
+        assert ours == reference
+    assert isinstance(unflatten(moved)["layers"][2][1], tuple)

@@ -30,6 +30,7 @@ from .flow import Flow
 from .invert import Invert
 from .io import load_params, save_params
 from .leaky_relu import LeakyReLU
+from .leaves import flatten_params
 from .made import made, made_degrees
 from .memory import keep_freed_memory
 from .mlp import dense_relu, dense_tanh
@@ -46,5 +47,5 @@ __all__ = [
     "load_params", "numerical_jacobian", "reverse_kl", "save_params",
     "Energy", "GaussianMixture", "format_reverse_report", "grid_entropy", "grid_log_Z", "reverse_report",
     "adam_update", "claims", "clip_by_norm", "dense_relu", "dense_tanh", "flat_loss_and_grad",
-    "keep_freed_memory", "made", "made_degrees", "step_sizes",
+    "flatten_params", "keep_freed_memory", "made", "made_degrees", "step_sizes",
 ]

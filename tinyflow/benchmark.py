@@ -93,22 +93,21 @@ FRESH_PROCESS = """
 import sys, time
 import numpy as np
 from autograd import value_and_grad
-from autograd.misc import flatten
 import tinyflow as tf
 from tinyflow.benchmark import training_step, tutorial_models
 _, flow, target, batch = tutorial_models(sys.argv[2] == "quick")[1]
 rng = np.random.default_rng(0)
 if sys.argv[1] == "fit":
     step = training_step(flow, target.sample, batch)
-else:                                           # the loop a student writes around autograd
+else:                                           # the README's loop around autograd.value_and_grad
     params = flow.init(rng)
     loss_and_grad = value_and_grad(tf.forward_kl(flow))
-    theta, unflatten = flatten(params)
+    theta, unflatten = tf.flatten_params(params)
     state = {"params": params, "m": np.zeros_like(theta), "v": np.zeros_like(theta), "t": 0}
     def step():
         value, g = loss_and_grad(state["params"], target.sample(rng, batch))
         state["t"] += 1
-        theta, state["m"], state["v"] = tf.adam_update(flatten(state["params"])[0], flatten(g)[0],
+        theta, state["m"], state["v"] = tf.adam_update(tf.flatten_params(state["params"])[0], tf.flatten_params(g)[0],
                                                        state["m"], state["v"], state["t"], 1e-3)
         state["params"] = unflatten(theta)
 times = []

@@ -7,11 +7,12 @@
 params = {"base": base params, "layers": [params of layer 1, ..., params of layer K]}.
 Shapes: x, z (N, D); log q (N,). The log-dets are summed in log space, never multiplied.
 
-Copy with: flow.py, linear.py, memory.py, threads.py, validate.py (and an empty __init__.py).
+Copy with: flow.py, leaves.py, linear.py, memory.py, threads.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
 
 from . import memory, threads
+from .leaves import read_leaves
 from .linear import add_all
 from .validate import check_count, check_points, check_rng
 
@@ -35,7 +36,7 @@ class Flow:
 
     def log_prob(self, params, x):
         z = check_points(x, self.dim)
-        self._check_params(params)
+        params = self._checked(params)
         log_dets = [np.zeros(len(z))]
         for k in reversed(range(len(self.layers))):
             z, log_det = self._step(params, k, z, inverse=True)
@@ -45,7 +46,7 @@ class Flow:
     def forward(self, params, z):
         """x = f_K(... f_1(z)) and sum_k log|det d f_k / d input|: (N, D) -> ((N, D), (N,))."""
         x = check_points(z, self.dim, "z")
-        self._check_params(params)
+        params = self._checked(params)
         log_dets = [np.zeros(len(x))]
         for k in range(len(self.layers)):
             x, log_det = self._step(params, k, x)
@@ -63,6 +64,12 @@ class Flow:
             raise kind(f"params['layers'][{k}] does not fit layers[{k}] ({type(layer).__name__}): "
                        f"{type(error).__name__}: {error}. Pass the params this flow's init returned.") from error
 
+    def _checked(self, params):
+        """params, checked against this flow's structure and, inside autograd, read as cheap
+        leaves of one flat vector (leaves.py: what that saves a hand-written training loop)."""
+        self._check_params(params)
+        return read_leaves(params)
+
     def _check_params(self, params):
         try:
             layers, _ = params["layers"], params["base"]
@@ -75,13 +82,13 @@ class Flow:
                              f"got {count}: are these the params of another flow?")
 
     def sample(self, params, rng, n):
-        self._check_params(params)
+        params = self._checked(params)
         return self.forward(params, self.base.sample(params["base"], rng, n))[0]
 
     def sample_from_noise(self, params, eps):
         """Reparameterised sample: eps ~ N(0, I) (N, D) -> (x, log q(x)). Differentiable in params,
         which is what reverse-KL training needs."""
-        self._check_params(params)
+        params = self._checked(params)
         z = self.base.from_noise(params["base"], check_points(eps, self.dim, "eps"))
         x, log_det = self.forward(params, z)
         return x, self.base.log_prob(params["base"], z) - log_det
@@ -94,7 +101,7 @@ class Flow:
         """The points after every layer: [z, f_1(z), ..., x] (or, with inverse=True, starting from
         data x: [x, f_K^-1(x), ..., z]). A list of K + 1 arrays of shape (N, D)."""
         points = check_points(points, self.dim)
-        self._check_params(params)
+        params = self._checked(params)
         steps = [points]
         for k in (reversed(range(len(self.layers))) if inverse else range(len(self.layers))):
             steps.append(self._step(params, k, steps[-1], inverse)[0])

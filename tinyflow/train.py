@@ -19,10 +19,9 @@ import time
 import autograd.numpy as np
 import numpy as onp
 from autograd import value_and_grad
-from autograd.extend import SparseObject, defvjp, primitive, vspace
-from autograd.misc import flatten
 
 from . import memory, threads
+from .leaves import flatten_params, leaf_index, leaves
 from .memory import keep_freed_memory  # noqa: F401  (its old home; tinyflow.memory is the one to patch)
 from .validate import check_count, check_points, check_positive, check_rng
 
@@ -61,10 +60,10 @@ def adam(grad, x, callback=None, num_iters=100, step_size=0.001, b1=0.9, b2=0.99
     """Drop-in for autograd.misc.optimizers.adam: grad(params, i) -> gradient pytree and
     callback(params, i, g) run before each update. A non-finite gradient skips its update."""
     step_size = check_positive(step_size, "step_size")
-    theta, unflatten = flatten(x)
+    theta, unflatten = flatten_params(x)
     m, v, t = onp.zeros_like(theta), onp.zeros_like(theta), 0
     for i in range(num_iters):
-        g = flatten(grad(unflatten(theta), i))[0]
+        g = flatten_params(grad(unflatten(theta), i))[0]
         if callback:
             callback(unflatten(theta), i, unflatten(g))
         if not onp.all(onp.isfinite(g)):
@@ -80,38 +79,6 @@ def adamw(grad, x, callback=None, num_iters=100, step_size=0.001, b1=0.9, b2=0.9
     return adam(grad, x, callback, num_iters, step_size, b1, b2, eps, weight_decay)
 
 
-def _map_leaves(f, tree):
-    """The same nesting of dicts, lists and tuples, with f applied to every leaf."""
-    if isinstance(tree, dict):
-        return {key: _map_leaves(f, value) for key, value in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_map_leaves(f, value) for value in tree)
-    return f(tree)
-
-
-def _span(index):
-    """flatten lays each leaf out in consecutive positions of theta: the slice holding it."""
-    start = int(index.flat[0]) if index.size else 0
-    return slice(start, start + index.size)
-
-
-@primitive
-def _leaf(theta, index):
-    """theta[index]: one parameter array read out of the flat vector, as a slice (a view: no
-    copy, no fancy indexing)."""
-    return theta[_span(index)].reshape(index.shape)
-
-
-def _leaf_vjp(leaf, theta, index):
-    def vjp(g):
-        def add_into(total):                  # autograd sums every leaf's piece into one theta-sized buffer
-            total[_span(index)] += g.ravel()
-            return total
-        return SparseObject(vspace(theta), add_into)
-    return vjp
-
-
-defvjp(_leaf, _leaf_vjp)
 
 
 def flat_loss_and_grad(loss, params):
@@ -122,12 +89,11 @@ def flat_loss_and_grad(loss, params):
     backward pass every lookup in it (params["layers"][k], layer["W"]) builds a zero copy of the
     whole container. Reading each leaf out of theta (`_leaf`, whose gradient is added straight
     into its part of one shared buffer) makes each leaf one cheap node instead; the gradient is
-    the same, and a 16-block coupling step runs in well under half the time."""
+    the same, and a 16-block coupling step runs in well under half the time (leaves.py)."""
     memory.keep_freed_memory()
-    theta, unflatten = flatten(params)
-    index = _map_leaves(lambda i: onp.asarray(i, dtype=int), unflatten(onp.arange(theta.size)))
-    leaves = lambda theta: _map_leaves(lambda i: _leaf(theta, i), index)
-    return theta, unflatten, value_and_grad(lambda theta, batch: loss(leaves(theta), batch))
+    theta, unflatten = flatten_params(params)
+    index = leaf_index(params)
+    return theta, unflatten, value_and_grad(lambda theta, batch: loss(leaves(theta, index), batch))
 
 
 def _batches(data, rng, batch_size):
