@@ -319,9 +319,10 @@ print(f"a q equal to p restricted to k of the 4 modes would have KL(q||p) = log(
 # $3\sigma$ from it, about what $p$ itself has there. Within its mode it is nearly exact,
 # so its KL(q||p), 1.387-1.390, is just above $\log 4 = 1.386$, the least that keeping one mode
 # of four can cost; its KL(p||q) is enormous (19-37), because samples of $p$ from the dropped
-# modes are nearly impossible under $q$. How many modes it keeps can change with the seed, if
-# rarely: over seeds 0-39 it kept one on 38 and split between two or three on the other two
-# (try `--seed 30`).
+# modes are nearly impossible under $q$. Which mode it keeps changes with the seed (on seeds 0-4,
+# the first, fourth, second, fourth and third in the printed order); how many it keeps can
+# change too, if rarely: over seeds 0-39 it kept one on 38 and split between two or three on the
+# other two (try `--seed 30`).
 #
 # Its importance-sampling estimate of $\log Z$ is $-1.386 = \log\frac14$ on every run instead
 # of the true 0, with an ESS of 96.2-99.9%: by $q$'s own samples, reweighted, $q$ looks like a
