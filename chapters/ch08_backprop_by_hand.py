@@ -370,7 +370,8 @@ print(f"textbook vs primitives: forward-KL gradient max relative difference {agr
 # parameter array out of it with one `_leaf` node. To count that exact tape we hand it a loss that
 # counts the nodes behind its own value before returning it (`value._node`, autograd internals
 # again). For the names, we record the model's computation once more with `tape`, from the params
-# pytree, leaving out autograd's lookups into the pytree ("container_take").
+# pytree, leaving out the reads of the parameters from the pytree (autograd's "container_take";
+# `Flow` reads a differentiated pytree through `_flat` and `_leaf`, tinyflow/leaves.py).
 
 # %%
 def nodes_per_step(loss, params, batch):
@@ -390,7 +391,8 @@ cost = {}
 for name, flow in flows.items():
     loss = tf.forward_kl(flow)
     nodes = tape(lambda p: loss(p, batch), params)
-    model = collections.Counter({op: k for op, k in nodes.items() if op not in ("input", "container_take")})
+    model = collections.Counter({op: k for op, k in nodes.items()
+                                 if op not in ("input", "container_take", "_flat", "_leaf")})
     cost[name] = {"step_nodes": nodes_per_step(loss, params, batch), "model": model}
     print(f"  {name:10s} {cost[name]['step_nodes']:4d} nodes per training step, of which "
           f"{sum(model.values())} compute the model and the loss; most common: "
