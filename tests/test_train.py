@@ -14,6 +14,7 @@ from autograd.misc import flatten
 from autograd.misc.optimizers import adam as autograd_adam
 
 import tinyflow as tf
+import tinyflow.progress as tinyflow_progress
 
 
 def small_flow():
@@ -286,7 +287,7 @@ def test_without_restore_best_the_last_parameters_come_back():
 def test_progress_line_only_when_asked_or_interactive(capsys, monkeypatch):
     run = lambda verbose: tf.fit(quadratic, {"w": np.zeros(3)}, np.ones((10, 3)), np.random.default_rng(0),
                                  num_steps=30, batch_size=5, step_size=0.1, verbose=verbose)
-    monkeypatch.setattr(tf.train._Progress, "__init__", lambda self, n, after=0.0: (
+    monkeypatch.setattr(tinyflow_progress.Progress, "__init__", lambda self, n, after=0.0: (
         setattr(self, "num_steps", n), setattr(self, "after", 0.0), setattr(self, "shown", False),
         setattr(self, "start", time.perf_counter() - 1), setattr(self, "last", 0.0),
         setattr(self, "stream", sys.stderr)) and None)

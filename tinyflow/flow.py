@@ -59,9 +59,8 @@ class Flow:
         layer = self.layers[k]
         try:
             return (layer.inverse if inverse else layer.forward)(params["layers"][k], points)
-        except (KeyError, IndexError, TypeError, ValueError) as error:
-            kind = ValueError if isinstance(error, ValueError) else TypeError
-            raise kind(f"params['layers'][{k}] does not fit layers[{k}] ({type(layer).__name__}): "
+        except (KeyError, IndexError, TypeError) as error:     # a wrong structure, not wrong numbers
+            raise TypeError(f"params['layers'][{k}] does not fit layers[{k}] ({type(layer).__name__}): "
                        f"{type(error).__name__}: {error}. Pass the params this flow's init returned.") from error
 
     def _checked(self, params):

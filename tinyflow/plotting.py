@@ -6,11 +6,12 @@ never overwrite the committed figures). Otherwise a chapter run as a script writ
 figures/ in the notebook's working directory and shows each figure in the notebook.
 """
 import argparse
-import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as onp
+
+from .progress import in_jupyter
 
 
 def chapter_args(description, argv=None):
@@ -24,13 +25,6 @@ def chapter_args(description, argv=None):
     args, _ = parser.parse_known_args(argv)
     args.figures_dir = figures_dir(args.figures_dir)
     return args
-
-
-def in_jupyter():
-    """True inside a Jupyter kernel. It looks only at modules already loaded, so a script never
-    imports IPython; a terminal IPython session is not a kernel and counts as a script."""
-    zmqshell = sys.modules.get("ipykernel.zmqshell")
-    return zmqshell is not None and zmqshell.ZMQInteractiveShell.initialized()
 
 
 def figures_dir(path=None):

@@ -13,7 +13,6 @@ fit adds what a training run needs around that update: a step-size schedule step
 (warm-up, cosine or linear decay), gradient-norm clipping, skipping non-finite steps, a
 callback for snapshots, early stopping on a validation set, and a progress line.
 """
-import sys
 import time
 
 import autograd.numpy as np
@@ -22,8 +21,8 @@ from autograd import value_and_grad
 
 from . import memory, threads
 from .leaves import flatten_params, leaf_index, leaves
-from .memory import keep_freed_memory  # noqa: F401  (its old home; tinyflow.memory is the one to patch)
-from .validate import check_count, check_points, check_positive, check_rng
+from .progress import Progress, interactive
+from .validate import check_count, check_non_negative, check_points, check_positive, check_rng
 
 
 def forward_kl(flow):
@@ -150,43 +149,6 @@ def clip_by_norm(g, max_norm):
     return (g * (max_norm / norm) if norm > max_norm else g), norm
 
 
-class _Progress:
-    """One line, rewritten in place: step, loss, steps per second, time left. It appears only
-    once a run has taken `after` seconds, so short fits stay silent."""
-
-    def __init__(self, num_steps, after=2.0):
-        self.num_steps, self.after = num_steps, after
-        self.stream = sys.stdout if _in_notebook() else sys.stderr    # a notebook paints stderr red
-        self.start = self.last = time.perf_counter()
-        self.shown = False
-
-    def update(self, step, value):
-        now = time.perf_counter()
-        if now - self.start < self.after or (now - self.last < 0.25 and step + 1 < self.num_steps):
-            return
-        self.last, self.shown = now, True
-        rate = (step + 1) / (now - self.start)
-        self.stream.write(f"\rstep {step + 1}/{self.num_steps}  loss {value:.4f}  {rate:.0f} steps/s  "
-                          f"{(self.num_steps - step - 1) / rate:.0f} s left ")
-        self.stream.flush()
-
-    def close(self):
-        if self.shown:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _in_notebook():
-    """True inside a running Jupyter kernel (not merely after something imported ipykernel)."""
-    shell = sys.modules.get("ipykernel.zmqshell")
-    return shell is not None and shell.ZMQInteractiveShell.initialized()
-
-
-def _interactive():
-    """Progress goes to a terminal or a Jupyter notebook, never into a log or a test's output."""
-    return sys.stderr.isatty() or _in_notebook()
-
-
 def fit(loss, params, data, rng, num_steps, batch_size, step_size=1e-3, schedule="constant", warmup=0,
         weight_decay=0.0, clip_norm=None, callback=None, validation=None, eval_every=50,
         patience=None, restore_best=True, max_skips=20, verbose=None, print_every=None):
@@ -218,7 +180,7 @@ def fit(loss, params, data, rng, num_steps, batch_size, step_size=1e-3, schedule
     threads.one_blas_thread()                          # small matrices: one BLAS thread (threads.py)
     num_steps, batch_size = check_count(num_steps, "num_steps"), check_count(batch_size, "batch_size")
     sizes = step_sizes(step_size, num_steps, schedule, warmup)
-    weight_decay = _check_non_negative(weight_decay, "weight_decay")
+    weight_decay = check_non_negative(weight_decay, "weight_decay")
     if clip_norm is not None:
         clip_norm = check_positive(clip_norm, "clip_norm")
     if callback is not None and not callable(callback):
@@ -230,7 +192,7 @@ def fit(loss, params, data, rng, num_steps, batch_size, step_size=1e-3, schedule
     history = {"loss": onp.full(num_steps, onp.nan), "step_size": sizes, "skipped": 0, "clipped": 0,
                "validation": [], "best_step": None, "stopped": None, "seconds": 0.0}
     best, best_value, stale, run = theta, onp.inf, 0, 0
-    progress = _Progress(num_steps) if (_interactive() if verbose is None else verbose) else None
+    progress = Progress(num_steps) if (interactive() if verbose is None else verbose) else None
     batches = _batches(data, rng, batch_size)
     start = time.perf_counter()
     for step in range(num_steps):
@@ -279,11 +241,3 @@ def fit(loss, params, data, rng, num_steps, batch_size, step_size=1e-3, schedule
         print(f"skipped {history['skipped']} of {num_steps} steps with a non-finite loss or gradient")
     restore = restore_best and validation is not None and onp.isfinite(best_value)
     return unflatten(best if restore else theta), history
-
-
-def _check_non_negative(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, float, onp.integer, onp.floating)):
-        raise TypeError(f"{name} must be a number >= 0, got {type(value).__name__}")
-    if not (onp.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be finite and >= 0, got {value}")
-    return float(value)

@@ -66,6 +66,15 @@ def check_positive(value, name):
     return float(value)
 
 
+def check_non_negative(value, name):
+    """Return `value` as a finite float >= 0, or raise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, onp.integer, onp.floating)):
+        raise TypeError(f"{name} must be a number >= 0, got {type(value).__name__}")
+    if not (onp.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    return float(value)
+
+
 def check_rng(rng):
     """Every random draw takes an explicit numpy.random.Generator."""
     if not isinstance(rng, onp.random.Generator):
