@@ -44,6 +44,14 @@ LAYERS = {
     "Permute": (lambda: tf.Permute([2, 0, 3, 1]), 4),
     "LULinear": (lambda: tf.LULinear(), 3),
     "LULinear-order": (lambda: tf.LULinear(order=[2, 0, 1]), 3),
+    # bound 2 < 3: the drawn points (|x| <= 3) land both inside the splines' interval and in their tails
+    "Spline": (lambda: tf.RationalQuadraticSpline(num_bins=5, bound=2.0), 3),
+    "Spline-one-bin": (lambda: tf.RationalQuadraticSpline(num_bins=1, bound=2.0), 2),
+    "SplineCoupling-[1,0]": (lambda: tf.SplineCoupling([1, 0], HIDDEN, num_bins=4, bound=2.0), 2),
+    "SplineCoupling-[0,1,0,1,1]": (lambda: tf.SplineCoupling([0, 1, 0, 1, 1], HIDDEN, num_bins=4, bound=2.0), 5),
+    "SplineIAF-D1": (lambda: tf.SplineAutoregressive(HIDDEN, num_bins=4, bound=2.0), 1),
+    "SplineIAF-D3": (lambda: tf.SplineAutoregressive(HIDDEN, num_bins=4, bound=2.0), 3),
+    "SplineMAF-D3": (lambda: tf.Invert(tf.SplineAutoregressive(HIDDEN, num_bins=4, bound=2.0)), 3),
 }
 LAYER_NAMES = sorted(LAYERS)
 

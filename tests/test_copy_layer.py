@@ -34,7 +34,7 @@ import pytest
 
 LIBRARY = Path(__file__).resolve().parent.parent / "tinyflow"
 COPYABLE = ["elementwise", "leaky_relu", "coupling", "autoregressive", "permutation", "invert",
-            "distributions", "flow", "check"]
+            "distributions", "flow", "check", "spline", "spline_coupling", "spline_autoregressive"]
 COPY_LINE = re.compile(r"Copy with: (\w+\.py(?:, \w+\.py)*) \(and an empty __init__\.py\)\.")
 
 # Each layer as built from the copies (the module named `m` is the copy of tinyflow/m.py), in D = 3.
@@ -48,6 +48,9 @@ LAYERS = {
     "Permute": "permutation.Permute([2, 0, 1])",
     "LULinear": "permutation.LULinear(order=[1, 2, 0])",
     "Invert(AffineAutoregressive)": "invert.Invert(autoregressive.AffineAutoregressive(hidden=(8,)))",
+    "RationalQuadraticSpline": "spline.RationalQuadraticSpline(num_bins=4, bound=2.0)",
+    "SplineCoupling": "spline_coupling.SplineCoupling([1, 0, 1], hidden=(8,), num_bins=4, bound=2.0)",
+    "SplineAutoregressive": "spline_autoregressive.SplineAutoregressive(hidden=(8,), num_bins=4, bound=2.0)",
 }
 ROUND_TRIP_TOL = 1e-8      # exact up to rounding (tests/test_layers.py says why not 1e-12)
 AUTOGRAD_TOL = 1e-8        # log_det and autograd's Jacobian are both exact up to rounding

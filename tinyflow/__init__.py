@@ -35,6 +35,9 @@ from .made import made, made_degrees
 from .memory import keep_freed_memory
 from .mlp import dense_relu, dense_tanh
 from .permutation import LULinear, Permute, Reverse
+from .spline import RationalQuadraticSpline
+from .spline_autoregressive import SplineAutoregressive
+from .spline_coupling import SplineCoupling
 from .targets import Banana, ShiftedGaussian, UniformConditionalGaussian
 from .train import (adam, adam_update, adamw, clip_by_norm, fit, flat_loss_and_grad, forward_kl, gaussian_noise,
                     reverse_kl, step_sizes)
@@ -48,4 +51,5 @@ __all__ = [
     "Energy", "GaussianMixture", "format_reverse_report", "grid_entropy", "grid_log_Z", "reverse_report",
     "adam_update", "claims", "clip_by_norm", "dense_relu", "dense_tanh", "flat_loss_and_grad",
     "flatten_params", "keep_freed_memory", "made", "made_degrees", "step_sizes",
+    "RationalQuadraticSpline", "SplineAutoregressive", "SplineCoupling",
 ]

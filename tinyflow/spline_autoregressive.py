@@ -1,0 +1,63 @@
+"""Autoregressive neural spline flow (Durkan, Bekasov, Murray & Papamakarios 2019) with a MADE
+conditioner, in the IAF direction; Invert(SplineAutoregressive()) is the MAF, as for
+AffineAutoregressive.
+
+    forward (sample, one pass):   y_i = g(z_i; theta_i(z_<i))
+    inverse (density, D passes):  z_i = g^-1(y_i; theta_i(z_<i))
+    log|det dy/dz| = sum_i log g'(z_i; theta_i(z_<i))      (dy/dz is lower-triangular)
+
+g is the rational-quadratic spline of spline.py (identity outside [-B, B]); theta_i is K width
+logits, K height logits and K - 1 derivative logits, 3K - 1 output channels of one MADE network.
+As in autoregressive.py, the inverse makes coordinate i exact on pass i. The MADE's last layer
+starts at zero, so theta = 0 and the layer starts as the identity.
+
+Shapes: z, y (N, D); log_det (N,); params: MADE pytree with sizes [D, *hidden, (3K - 1) D].
+
+Copy with: spline_autoregressive.py, linear.py, made.py, mlp.py, spline.py, validate.py (and an empty __init__.py).
+"""
+import autograd.numpy as np
+
+from .made import made, made_masks
+from .mlp import mlp_init
+from .spline import rational_quadratic
+from .validate import check_dim, check_hidden, check_points, check_positive
+
+
+class SplineAutoregressive:
+    def __init__(self, hidden=(64,), num_bins=8, bound=3.0):
+        if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
+            raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
+        self.hidden, self.num_bins, self.bound = check_hidden(hidden), num_bins, check_positive(bound, "bound")
+        self._masks = {}                       # MADE masks by dim: fixed, so built once
+
+    def masks(self, dim):
+        if dim not in self._masks:
+            self._masks[dim] = made_masks(dim, self.hidden, channels=3 * self.num_bins - 1)
+        return self._masks[dim]
+
+    def init(self, rng, dim):
+        dim = check_dim(dim)
+        self.masks(dim)
+        return mlp_init(rng, [dim, *self.hidden, (3 * self.num_bins - 1) * dim])
+
+    def theta(self, params, z):
+        """The conditioner: z (N, D) -> theta_w, theta_h (N, D, K), theta_d (N, D, K - 1); row i
+        depends on z_<i only. Channel c of output i is MADE column c D + i."""
+        n, dim, k = z.shape[0], z.shape[1], self.num_bins
+        h = np.transpose(np.reshape(made(params, self.masks(dim), z), (n, 3 * k - 1, dim)), (0, 2, 1))
+        return h[..., :k], h[..., k:2 * k], h[..., 2 * k:]
+
+    def _check(self, params, x, name):
+        return check_points(x, params[0]["W"].shape[0], name)
+
+    def forward(self, params, z):
+        z = self._check(params, z, "z")
+        y, log_det = rational_quadratic(z, *self.theta(params, z), self.bound)
+        return y, np.sum(log_det, axis=1)
+
+    def inverse(self, params, y):
+        y = self._check(params, y, "y")
+        z = y
+        for _ in range(y.shape[1]):           # pass i fixes coordinate i
+            z, log_det = rational_quadratic(y, *self.theta(params, z), self.bound, inverse=True)
+        return z, np.sum(log_det, axis=1)
