@@ -13,21 +13,21 @@ starts at zero, so theta = 0 and the layer starts as the identity.
 
 Shapes: z, y (N, D); log_det (N,); params: MADE pytree with sizes [D, *hidden, (3K - 1) D].
 
-Copy with: spline_autoregressive.py, linear.py, made.py, mlp.py, spline.py, validate.py (and an empty __init__.py).
+Copy with: spline_autoregressive.py, linear.py, made.py, mlp.py, spline.py, spline_backprop.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
 
 from .made import made, made_masks
 from .mlp import mlp_init
-from .spline import rational_quadratic
+from .spline import check_num_bins
+from .spline_backprop import rational_quadratic
 from .validate import check_dim, check_hidden, check_points, check_positive
 
 
 class SplineAutoregressive:
     def __init__(self, hidden=(64,), num_bins=8, bound=3.0):
-        if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
-            raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
-        self.hidden, self.num_bins, self.bound = check_hidden(hidden), num_bins, check_positive(bound, "bound")
+        self.hidden, self.num_bins = check_hidden(hidden), check_num_bins(num_bins)
+        self.bound = check_positive(bound, "bound")
         self._masks = {}                       # MADE masks by dim: fixed, so built once
 
     def masks(self, dim):
@@ -41,23 +41,23 @@ class SplineAutoregressive:
         return mlp_init(rng, [dim, *self.hidden, (3 * self.num_bins - 1) * dim])
 
     def theta(self, params, z):
-        """The conditioner: z (N, D) -> theta_w, theta_h (N, D, K), theta_d (N, D, K - 1); row i
-        depends on z_<i only. Channel c of output i is MADE column c D + i."""
-        n, dim, k = z.shape[0], z.shape[1], self.num_bins
-        h = np.transpose(np.reshape(made(params, self.masks(dim), z), (n, 3 * k - 1, dim)), (0, 2, 1))
-        return h[..., :k], h[..., k:2 * k], h[..., 2 * k:]
+        """The conditioner: z (N, D) -> theta (N, D, 3K - 1), where row i depends on z_<i only.
+        Channel c of output i is MADE column c D + i (made.py), hence the transpose."""
+        n, dim = z.shape
+        h = np.reshape(made(params, self.masks(dim), z), (n, 3 * self.num_bins - 1, dim))
+        return np.transpose(h, (0, 2, 1))
 
     def _check(self, params, x, name):
         return check_points(x, params[0]["W"].shape[0], name)
 
     def forward(self, params, z):
         z = self._check(params, z, "z")
-        y, log_det = rational_quadratic(z, *self.theta(params, z), self.bound)
+        y, log_det = rational_quadratic(z, self.theta(params, z), self.bound, False)
         return y, np.sum(log_det, axis=1)
 
     def inverse(self, params, y):
         y = self._check(params, y, "y")
         z = y
         for _ in range(y.shape[1]):           # pass i fixes coordinate i
-            z, log_det = rational_quadratic(y, *self.theta(params, z), self.bound, inverse=True)
+            z, log_det = rational_quadratic(y, self.theta(params, z), self.bound, True)
         return z, np.sum(log_det, axis=1)

@@ -9,7 +9,7 @@ The mask splits x into a kept part x_a (mask == 1) and a changed part x_b (mask 
     log|det dy/dx| = sum_b log g'(x_b; theta(x_a))
 
 theta(x_a) is one MLP with n_b (3K - 1) outputs: for each changed coordinate, K width logits,
-K height logits and K - 1 derivative logits. The MLP's last layer starts at zero, so theta = 0
+K height logits and K - 1 derivative logits (spline.py). The MLP's last layer starts at zero, so theta = 0
 and the layer starts as the identity (spline.py: equal bins, unit slopes), like AffineCoupling.
 (nflows instead divides the width and height logits by sqrt(hidden) so a random last layer
 starts near uniform bins; a zero last layer starts exactly there and still learns, since the
@@ -17,20 +17,15 @@ gradient reaches it through the spline, so no scaling is needed.)
 
 Shapes: x, y (N, D); log_det (N,); params: the MLP pytree, sizes [n_a, *hidden, n_b (3K - 1)].
 
-Copy with: spline_coupling.py, columns.py, linear.py, mlp.py, spline.py, validate.py (and an empty __init__.py).
+Copy with: spline_coupling.py, columns.py, linear.py, mlp.py, spline.py, spline_backprop.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
 
 from .columns import merge_columns, take_columns
 from .mlp import mlp, mlp_init
-from .spline import rational_quadratic
+from .spline import check_num_bins
+from .spline_backprop import rational_quadratic
 from .validate import check_dim, check_hidden, check_points, check_positive
-
-
-def split_theta(h, n, num_bins):
-    """(N, n (3K - 1)) conditioner output -> theta_w, theta_h (N, n, K) and theta_d (N, n, K - 1)."""
-    h = np.reshape(h, (h.shape[0], n, 3 * num_bins - 1))
-    return h[..., :num_bins], h[..., num_bins:2 * num_bins], h[..., 2 * num_bins:]
 
 
 class SplineCoupling:
@@ -42,12 +37,10 @@ class SplineCoupling:
         if mask.ndim != 1 or not np.all((mask == 0) | (mask == 1)) or mask.all() or not mask.any():
             raise ValueError(f"mask must be a 1D sequence of 0s (changed) and 1s (kept) with at least "
                              f"one of each, got {mask.tolist()}")
-        if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
-            raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
         if activation not in ("tanh", "relu"):
             raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
         self.mask, self.hidden, self.activation = mask.astype(int), check_hidden(hidden), activation
-        self.num_bins, self.bound = num_bins, check_positive(bound, "bound")
+        self.num_bins, self.bound = check_num_bins(num_bins), check_positive(bound, "bound")
         self.index_a = np.flatnonzero(self.mask == 1)              # kept coordinates
         self.index_b = np.flatnonzero(self.mask == 0)              # changed coordinates
 
@@ -57,13 +50,14 @@ class SplineCoupling:
         return mlp_init(rng, [len(self.index_a), *self.hidden, len(self.index_b) * (3 * self.num_bins - 1)])
 
     def theta(self, params, x_a):
-        """The conditioner: x_a (N, n_a) -> the spline parameters of each changed coordinate."""
-        return split_theta(mlp(params, x_a, self.activation), len(self.index_b), self.num_bins)
+        """The conditioner: x_a (N, n_a) -> theta (N, n_b, 3K - 1), one spline per changed coordinate."""
+        h = mlp(params, x_a, self.activation)
+        return np.reshape(h, (h.shape[0], len(self.index_b), 3 * self.num_bins - 1))
 
     def _apply(self, params, v, inverse):
         v = check_points(v, len(self.mask), "y" if inverse else "x")
         v_a, v_b = take_columns(v, self.index_a), take_columns(v, self.index_b)
-        out_b, log_det = rational_quadratic(v_b, *self.theta(params, v_a), self.bound, inverse)
+        out_b, log_det = rational_quadratic(v_b, self.theta(params, v_a), self.bound, inverse)
         return merge_columns(v_a, out_b, self.index_a, self.index_b), np.sum(log_det, axis=1)
 
     def forward(self, params, x):
