@@ -20,6 +20,9 @@ def test_quick_benchmark_prints_tables_and_writes_matching_json(tmp_path):
         assert all(math.isfinite(row[key]) for key in ("ms", "min_ms", "cpu_ms"))
         assert f"{row['batch']:6d} {row['ms']:9.2f}" in result.stdout      # the table shows the JSON's numbers
     assert all(row["MiB"] > 0 for row in results["peak_memory"])           # tracemalloc saw the arrays
+    spline = results["spline_step"]
+    assert [row["model"].split()[2] for row in spline] == ["affine", "spline"]       # equal-size pair, one ratio
+    assert spline[1]["ratio"] == spline[1]["ms"] / spline[0]["ms"] and f"{spline[1]['ratio']:.2f}x" in result.stdout
     assert [row["path"] for row in results["fresh_process"]] == ["fit", "nested"]  # both paths a student takes
     assert all(math.isfinite(row["ms"]) and f"median {row['ms']:7.2f} ms" in result.stdout
                for row in results["fresh_process"])

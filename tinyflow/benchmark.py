@@ -3,9 +3,10 @@
     python -m tinyflow.benchmark [--quick] [--repeats R] [--json PATH]
 
 Every time is the median, in ms, of `repeats` timed runs (time.perf_counter) after `warmup`
-untimed ones (the first calls fill caches and import lazily). Three tables:
+untimed ones (the first calls fill caches and import lazily). The tables:
 
     training step   loss, gradient, AdamW update (fit's path) for the tutorial models
+    spline step     a spline coupling flow beside an affine one of the same size, timed in turns
     fresh process   the first 50 steps of the chapter-5 model in a new Python process, in the
                     environment as the user has it (no OPENBLAS_NUM_THREADS set), on fit's path
                     and on the path a student writes: autograd.value_and_grad of the loss on the
@@ -37,6 +38,7 @@ from .distributions import StandardNormal
 from .flow import Flow
 from .invert import Invert
 from .permutation import LULinear, Reverse
+from .spline_coupling import SplineCoupling
 from .targets import Banana, ShiftedGaussian, UniformConditionalGaussian
 from .train import adam_update, flat_loss_and_grad, forward_kl
 
@@ -87,6 +89,17 @@ def tutorial_models(quick):
         (f"RealNVP {blocks // 2} x coupling (128,128) relu, Banana", Flow(StandardNormal(2), real_nvp),
          Banana(), 1024 // scale),
     ]
+
+
+def spline_models(quick):
+    """(name, flow, target, batch size): spline couplings beside affine couplings of the same
+    size (8 layers, (64, 64) ReLU conditioners, batch 512; 8 bins on [-4, 4])."""
+    layers, batch = (2, 32) if quick else (8, 512)
+    masks = alternating_masks(2, layers)
+    affine = [AffineCoupling(mask, hidden=(64, 64), activation="relu") for mask in masks]
+    spline = [SplineCoupling(mask, hidden=(64, 64), num_bins=8, bound=4.0, activation="relu") for mask in masks]
+    return [(f"{layers} x affine coupling (64,64) relu, Banana", Flow(StandardNormal(2), affine), Banana(), batch),
+            (f"{layers} x spline coupling (64,64) relu, 8 bins", Flow(StandardNormal(2), spline), Banana(), batch)]
 
 
 FRESH_PROCESS = """
@@ -190,11 +203,26 @@ def run(quick=False, repeats=None):
     repeats = repeats or (2 if quick else 30)
     warmup = 1 if quick else 5
     results = {"machine": machine(), "quick": quick, "repeats": repeats, "warmup": warmup,
-               "training_step": [], "fresh_process": [], "scaling": [], "peak_memory": []}
+               "training_step": [], "spline_step": [], "fresh_process": [], "scaling": [], "peak_memory": []}
     for name, flow, target, batch in tutorial_models(quick):
         step = training_step(flow, target.sample, batch)
         results["training_step"].append({"model": name, "batch": batch, **timings(step, repeats, warmup)})
         results["peak_memory"].append({"model": name, "batch": batch, "MiB": peak_memory_mib(step)})
+    steps = [training_step(flow, target.sample, batch) for _, flow, target, batch in spline_models(quick)]
+    rows = [{"model": name, "batch": batch} for name, _, _, batch in spline_models(quick)]
+    for row, step in zip(rows, steps):
+        row["times"] = []
+        for _ in range(warmup):
+            step()
+    for _ in range(repeats):            # interleaved, so both see the same machine: the ratio is the number
+        for row, step in zip(rows, steps):
+            start = time.perf_counter()
+            step()
+            row["times"].append(1e3 * (time.perf_counter() - start))
+    for row in rows:
+        row["ms"], row["min_ms"] = statistics.median(row["times"]), min(row.pop("times"))
+    rows[1]["ratio"] = rows[1]["ms"] / rows[0]["ms"]
+    results["spline_step"] = rows
     results["fresh_process"] = [fresh_process(path, quick, 5 if quick else 50) for path in ("fit", "nested")]
     dims, batches = ((2, 4), (32, 64)) if quick else ((2, 8, 32, 64), (256, 1024, 4096, 16384))
     results["scaling"] = scaling(dims, batches, max(1, repeats // 6), warmup=1)
@@ -212,6 +240,10 @@ def print_tables(results):
     print(f"{'training step (loss + gradient + AdamW)':46s} {'batch':>6s} {columns} {'peak MiB':>9s}")
     for row, mem in zip(results["training_step"], results["peak_memory"]):
         print(f"{row['model']:46s} {row['batch']:6d} {_times(row)} {mem['MiB']:9.1f}")
+    print(f"\n{'spline against affine, interleaved steps':46s} {'batch':>6s} {'ms':>9s} {'min ms':>9s}")
+    for row in results["spline_step"]:
+        ratio = f"   {row['ratio']:.2f}x the affine step" if "ratio" in row else ""
+        print(f"{row['model']:46s} {row['batch']:6d} {row['ms']:9.2f} {row['min_ms']:9.2f}{ratio}")
     print(f"\nfirst steps of {results['training_step'][1]['model']} in a fresh process, default environment "
           f"(no OPENBLAS_NUM_THREADS):")
     for row in results["fresh_process"]:
