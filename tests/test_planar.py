@@ -1,0 +1,209 @@
+"""Planar: the properties the shared contract (test_layers.py) does not reach: the
+reparameterisation, the scalar equation and its solver, accuracy near the invertibility limit
+c -> -1 and at extreme parameters, and gradients of both directions w.r.t. params and inputs.
+
+"1 + c" below is the distance from the limit: 1 + c = softplus(w^T u), so a layer with a given
+1 + c has w^T u = log(expm1(1 + c)); w^T u = -40 puts it at 1 + c = 4e-18.
+"""
+import warnings
+
+import autograd.numpy as anp
+import numpy as np
+import pytest
+from autograd import grad
+from autograd.misc import flatten
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tinyflow as tf
+from tinyflow import strategies
+from tinyflow.planar import MAX_ITER, TINY, sech2, softplus, solve_alpha
+
+EPS = np.finfo(float).eps
+LIMITS = [1e-2, 1e-4, 1e-6, 1e-8]
+seeds = st.integers(0, 2 ** 32 - 1)
+_scale = settings.default.max_examples / 25       # as in test_layers.py: HYPOTHESIS_PROFILE=dev runs 12x more
+
+
+def examples(n):
+    return settings(max_examples=round(n * _scale))
+
+
+def wu_at(one_plus_c):
+    return np.log(np.expm1(one_plus_c))
+
+
+def layer_at(wu, seed, dim=3, w_norm=(0.1, 3.0), b_max=3.0):
+    """Planar params with the given w^T u, a random direction w and offset b."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(dim)
+    w *= rng.uniform(*w_norm) / np.linalg.norm(w)
+    u = rng.standard_normal(dim)
+    u += (wu - w @ u) * w / (w @ w)
+    return {"u": u, "w": w, "b": np.array(rng.uniform(-b_max, b_max))}
+
+
+def with_points_on_the_hyperplane(params, seed, n=8):
+    """n random z in [-5, 5]^D, half moved onto a = w^T z + b = 0, where g' = 1 + c is smallest."""
+    w, b = params["w"], params["b"]
+    z = np.random.default_rng(seed).uniform(-5, 5, (n, len(w)))
+    z[n // 2:] -= ((z[n // 2:] @ w + b) / (w @ w))[:, None] * w
+    return z
+
+
+def inverse_error_bound(params, z, x):
+    """Rounding of x, amplified by f^-1 along w: eps (|z| + |x| + |u_hat|)(1 + |u_hat| |w| sech^2(a) / g'(a))."""
+    u_hat, one_plus_c = tf.Planar().u_hat(params)
+    a = z @ params["w"] + params["b"]
+    slope = np.tanh(a) ** 2 + one_plus_c * sech2(a)
+    scale = np.abs(z).max(1) + np.abs(x).max(1) + np.abs(u_hat).max()
+    return EPS * scale * (1 + np.abs(u_hat).max() * np.linalg.norm(params["w"]) * sech2(a) / slope)
+
+
+@given(dim=st.integers(1, 4), seed=seeds, scale=st.floats(1e-2, 1e2))
+@examples(50)
+def test_reparameterisation_gives_c_above_minus_one(dim, seed, scale):
+    rng = np.random.default_rng(seed)
+    u, w = scale * rng.standard_normal(dim), scale * rng.standard_normal(dim)
+    u_hat, one_plus_c = tf.Planar().u_hat({"u": u, "w": w, "b": np.array(0.0)})
+    # c = m(w^T u) > -1, also where softplus underflows (w^T u < -745: 1 + c is floored at TINY)
+    assert one_plus_c > 0 and abs(one_plus_c - softplus(w @ u)) <= EPS * one_plus_c + TINY
+    # and u_hat really has w^T u_hat = c, up to the rounding of the dot products
+    assert abs(w @ u_hat - (one_plus_c - 1)) <= 8 * EPS * np.abs(w) @ (np.abs(u) + np.abs(u_hat))
+
+
+def test_softplus_does_not_overflow():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                          # an overflow warning fails the test
+        assert softplus(1e4) == 1e4 and softplus(-1e4) == 0.0
+        assert grad(softplus)(1e4) == 1.0 and grad(softplus)(-1e4) == 0.0
+        params = {"u": np.array([1e4, 0.0]), "w": np.array([1.0, 0.0]), "b": np.array(0.0)}
+        x, log_det = tf.Planar().forward(params, np.array([[0.5, 1.0]]))
+    assert np.all(np.isfinite(x)) and np.all(np.isfinite(log_det))
+
+
+@given(wu=st.floats(-40, 1e4), b=st.floats(-10, 10))
+@examples(50)
+def test_scalar_equation_is_monotone(wu, b):
+    one_plus_c = softplus(wu)
+    alpha = np.linspace(-50, 50, 20001)
+    g = alpha + (one_plus_c - 1) * np.tanh(alpha + b)
+    slope = np.tanh(alpha + b) ** 2 + one_plus_c * sech2(alpha + b)
+    assert np.all(np.diff(g) >= 0) and np.all(slope > 0)
+
+
+@given(wu=st.floats(-40, 1e4), b=st.floats(-10, 10), seed=seeds)
+@examples(100)
+def test_solver_converges_to_rounding_inside_the_bracket(wu, b, seed):
+    one_plus_c = softplus(wu)
+    c = one_plus_c - 1
+    wx = np.random.default_rng(seed).uniform(-1, 1, 16) * 10.0 ** np.arange(-3, 5).repeat(2)
+    alpha, steps = solve_alpha(wx, one_plus_c, b)
+    assert steps < MAX_ITER
+    assert np.all(np.abs(alpha - wx) <= abs(c) * (1 + EPS) + EPS * np.abs(wx))      # in the bracket
+    t = np.tanh(alpha + b)
+    slope = t ** 2 + one_plus_c * sech2(alpha + b)
+    noise = EPS * (np.abs(alpha) + np.abs(c * t) + np.abs(wx) + slope * (np.abs(alpha) + abs(b)))   # as the solver's
+    assert np.all(np.abs(alpha + c * t - wx) <= noise)
+
+
+@pytest.mark.parametrize("one_plus_c", LIMITS)
+@given(seed=seeds, dim=st.integers(1, 3))
+@examples(20)
+def test_forward_undoes_inverse_near_the_limit(one_plus_c, seed, dim):
+    params = layer_at(wu_at(one_plus_c), seed, dim)
+    x = np.random.default_rng(seed + 1).uniform(-5, 5, (8, dim))
+    z, _ = tf.Planar().inverse(params, x)
+    assert np.max(np.abs(tf.Planar().forward(params, z)[0] - x)) <= 1e-12   # measured <= 1.1e-14
+
+
+@pytest.mark.parametrize("one_plus_c", LIMITS)
+@given(seed=seeds, dim=st.integers(1, 3))
+@examples(20)
+def test_inverse_undoes_forward_near_the_limit_as_well_as_conditioning_allows(one_plus_c, seed, dim):
+    params = layer_at(wu_at(one_plus_c), seed, dim)
+    z = with_points_on_the_hyperplane(params, seed)
+    x, log_det = tf.Planar().forward(params, z)
+    z_back, log_det_back = tf.Planar().inverse(params, x)
+    # f^-1 amplifies x's rounding by up to 1 / (1 + c) there; measured error / bound <= 10
+    assert np.all(np.abs(z_back - z).max(1) <= 100 * inverse_error_bound(params, z, x))
+    assert np.all(np.isfinite(log_det_back)) and np.all(log_det <= 0.0)
+
+
+@given(seed=seeds, wu=st.floats(-40, 1e4), dim=st.integers(1, 4))
+@examples(50)
+def test_round_trips_at_extreme_parameters(seed, wu, dim):
+    params = layer_at(wu, seed, dim, w_norm=(1e-2, 10.0), b_max=10.0)
+    u_hat, _ = tf.Planar().u_hat(params)
+    size = np.abs(u_hat).max() * np.linalg.norm(params["w"])      # f's Lipschitz constant, minus 1
+    x = np.random.default_rng(seed + 1).uniform(-500, 500, (8, dim))
+    z, _ = tf.Planar().inverse(params, x)
+    error = np.abs(tf.Planar().forward(params, z)[0] - x).max(1)
+    # rounding of z (size |x| + |u_hat|) times f's Lipschitz constant; measured error / bound <= 27
+    assert np.all(error <= 100 * EPS * (np.abs(x).max(1) + np.abs(u_hat).max()) * (1 + size))
+    z = with_points_on_the_hyperplane(params, seed)
+    x, _ = tf.Planar().forward(params, z)
+    assert np.all(np.abs(tf.Planar().inverse(params, x)[0] - z).max(1) <= 100 * inverse_error_bound(params, z, x))
+
+
+@pytest.mark.parametrize("one_plus_c", LIMITS)
+def test_log_det_keeps_its_digits_near_the_limit(one_plus_c):
+    """At a = 0, log_det = log(1 + c). Forming c first and then log1p(c sech^2) would be off by
+    5e-9 at 1 + c = 1e-8 (2.9e-11 at 1e-6): c = -1 + 1e-8 keeps only half its digits of 1 + c."""
+    params = layer_at(wu_at(one_plus_c), seed=0)
+    z = with_points_on_the_hyperplane(params, 0, n=2)[1:]
+    _, log_det = tf.Planar().forward(params, z)
+    assert abs(log_det[0] - np.log(one_plus_c)) <= 1e-13 * abs(np.log(one_plus_c))
+
+
+def test_sech2_keeps_its_digits_where_tanh_saturates():
+    a = np.array([-40.0, -20.0, 0.0, 20.0, 40.0])
+    assert np.all(np.abs(sech2(a) - 1 / np.cosh(a) ** 2) <= 1e-14 / np.cosh(a) ** 2)
+    assert 1 - np.tanh(40.0) ** 2 == 0.0                        # the textbook form has nothing left
+
+
+def finite_difference_grad(f, theta, h=1e-6):
+    return np.array([(f(theta + h * e) - f(theta - h * e)) / (2 * h) for e in np.eye(len(theta))])
+
+
+@pytest.mark.parametrize("direction", ["forward", "inverse"])
+@pytest.mark.parametrize("one_plus_c", [None, 1e-2, 1e-4])
+@given(seed=seeds)
+@examples(10)
+def test_gradient_wrt_params_matches_finite_differences(direction, one_plus_c, seed):
+    """The inverse's through the implicit-function VJP of the solved alpha; one_plus_c None:
+    perturbed parameters as in the contract tests."""
+    layer = tf.Planar()
+    if one_plus_c is None:
+        params = strategies.perturb_params(layer, 3, seed, 1.0)
+    else:
+        params = layer_at(wu_at(one_plus_c), seed)
+    rng = np.random.default_rng(seed)
+    x, weights, log_det_weights = rng.uniform(-3, 3, (5, 3)), rng.standard_normal((5, 3)), rng.standard_normal(5)
+    theta, unflatten = flatten(params)
+
+    def loss(theta):
+        out, log_det = getattr(layer, direction)(unflatten(theta), x)
+        return anp.sum(out * weights) + anp.sum(log_det * log_det_weights)
+    expected = finite_difference_grad(loss, theta)
+    assert np.max(np.abs(grad(loss)(theta) - expected) / np.maximum(1, np.abs(expected))) <= 1e-6
+
+
+@pytest.mark.parametrize("direction", ["forward", "inverse"])
+@pytest.mark.parametrize("wu", [wu_at(1e-8), -40.0, 0.0, 1e4])
+def test_gradients_are_finite_at_the_limit_and_extremes(direction, wu):
+    layer = tf.Planar()
+    params = layer_at(wu, seed=1, b_max=10.0)
+    z = np.vstack([with_points_on_the_hyperplane(params, 1), 1e3 * np.ones((1, 3))])
+
+    def total(params, points):
+        out, log_det = getattr(layer, direction)(params, points)
+        return anp.sum(out) + anp.sum(log_det)
+    for gradient in flatten(grad(total)(params, z))[0], grad(total, 1)(params, z):
+        assert np.all(np.isfinite(gradient))
+
+
+@given(case=strategies.layer_case(tf.Planar(), dim=2))
+@examples(10)
+def test_check_layer_passes(case):
+    tf.check_layer(tf.Planar(), *case)
