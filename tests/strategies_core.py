@@ -52,6 +52,12 @@ LAYERS = {
     "SplineIAF-D1": (lambda: tf.SplineAutoregressive(HIDDEN, num_bins=4, bound=2.0), 1),
     "SplineIAF-D3": (lambda: tf.SplineAutoregressive(HIDDEN, num_bins=4, bound=2.0), 3),
     "SplineMAF-D3": (lambda: tf.Invert(tf.SplineAutoregressive(HIDDEN, num_bins=4, bound=2.0)), 3),
+    "Planar-D1": (lambda: tf.Planar(), 1),
+    "Planar-D2": (lambda: tf.Planar(), 2),
+    "Planar-D3": (lambda: tf.Planar(), 3),
+    "Radial-D1": (lambda: tf.Radial(), 1),
+    "Radial-D2": (lambda: tf.Radial(), 2),
+    "Radial-D3": (lambda: tf.Radial(), 3),
 }
 LAYER_NAMES = sorted(LAYERS)
 

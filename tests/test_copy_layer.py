@@ -34,7 +34,8 @@ import pytest
 
 LIBRARY = Path(__file__).resolve().parent.parent / "tinyflow"
 COPYABLE = ["elementwise", "leaky_relu", "coupling", "autoregressive", "permutation", "invert",
-            "distributions", "flow", "check", "spline", "spline_coupling", "spline_autoregressive"]
+            "distributions", "flow", "check", "spline", "spline_coupling", "spline_autoregressive",
+            "planar", "radial"]
 COPY_LINE = re.compile(r"Copy with: (\w+\.py(?:, \w+\.py)*) \(and an empty __init__\.py\)\.")
 
 # Each layer as built from the copies (the module named `m` is the copy of tinyflow/m.py), in D = 3.
@@ -51,6 +52,8 @@ LAYERS = {
     "RationalQuadraticSpline": "spline.RationalQuadraticSpline(num_bins=4, bound=2.0)",
     "SplineCoupling": "spline_coupling.SplineCoupling([1, 0, 1], hidden=(8,), num_bins=4, bound=2.0)",
     "SplineAutoregressive": "spline_autoregressive.SplineAutoregressive(hidden=(8,), num_bins=4, bound=2.0)",
+    "Planar": "planar.Planar()",
+    "Radial": "radial.Radial()",
 }
 ROUND_TRIP_TOL = 1e-8      # exact up to rounding (tests/test_layers.py says why not 1e-12)
 AUTOGRAD_TOL = 1e-8        # log_det and autograd's Jacobian are both exact up to rounding
