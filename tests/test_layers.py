@@ -22,6 +22,25 @@ from strategies_core import HIDDEN, LAYER_NAMES, LAYERS, layer_draw
 ROUND_TRIP_TOL = 1e-8
 AUTOGRAD_TOL = 1e-8        # log_det and autograd's Jacobian are both exact up to rounding
 FINITE_DIFF_TOL = 1e-6     # central differences, h = 1e-5: O(h^2) truncation + O(eps/h) rounding
+
+
+def finite_difference_log_det(f, x, name):
+    """log|det| of the central-difference Jacobian of f at x, and the step's tolerance.
+
+    h = 1e-5 and FINITE_DIFF_TOL, except for the splines: their slopes span 1e-3..1e3 and a bin can
+    be 0.01 wide, so the truncation h^2 f'(3) / 6 and the rounding eps |f| / h cannot both stay below
+    1e-6 (over 1050 drawn spline layers and points the largest forward log-det error was 1.6e-5 at
+    h = 1e-5, 1.2e-5 at h = 1e-6, 2.0e-6 at h = 3e-6), and within h of a knot, where f'' jumps, a
+    central difference is only first-order. So for a spline the difference is also taken at h / 2,
+    and a point where the two disagree by more than a third of the tolerance (the difference has not
+    converged there) is not used. The autograd-Jacobian test holds every log-det to 1e-8 anyway."""
+    if "Spline" not in name:
+        return log_abs_det(tf.numerical_jacobian(f, x, h=1e-5)), FINITE_DIFF_TOL
+    coarse, fine = (log_abs_det(tf.numerical_jacobian(f, x, h=h)) for h in (3e-6, 1.5e-6))
+    assume(relative_error(coarse, fine) <= 1e-5 / 3)
+    return fine, 1e-5
+
+
 every_layer = pytest.mark.parametrize("name", LAYER_NAMES)
 # 20 layers x 11 properties: 15 draws per layer and property for the cheap checks and 8 where each
 # draw builds autograd Jacobians keep this file near 15 s of CPU; scaled with the loaded profile's
@@ -90,8 +109,8 @@ def test_log_det_matches_autograd_jacobian(name, data):
 @CHEAP
 def test_log_det_matches_finite_difference_jacobian(name, data):
     layer, params, x, _ = data.draw(layer_draw(name))
-    jacobians = tf.numerical_jacobian(lambda p: layer.forward(params, p)[0], x)
-    assert relative_error(layer.forward(params, x)[1], log_abs_det(jacobians)) <= FINITE_DIFF_TOL
+    log_det, tol = finite_difference_log_det(lambda p: layer.forward(params, p)[0], x, name)
+    assert relative_error(layer.forward(params, x)[1], log_det) <= tol
 
 
 @every_layer
@@ -99,8 +118,8 @@ def test_log_det_matches_finite_difference_jacobian(name, data):
 @CHEAP
 def test_inverse_log_det_matches_finite_difference_jacobian(name, data):
     layer, params, _, y = data.draw(layer_draw(name))
-    jacobians = tf.numerical_jacobian(lambda p: layer.inverse(params, p)[0], y)
-    assert relative_error(layer.inverse(params, y)[1], log_abs_det(jacobians)) <= FINITE_DIFF_TOL
+    log_det, tol = finite_difference_log_det(lambda p: layer.inverse(params, p)[0], y, name)
+    assert relative_error(layer.inverse(params, y)[1], log_det) <= tol
 
 
 @every_layer

@@ -19,9 +19,10 @@ are functions of (xi, s, d_k, d_k1) (and h, y_k for y); `partials` holds their d
     inverse:  xi solves y_k + h N/D = y; by the implicit function theorem
               dxi = (dy - dy_k - (N/D) dh - y_s ds - y_dk dd_k - y_dk1 dd_k1) / y_xi,  and x = x_k + w xi.
 Then s = h/w, w = x_{k+1} - x_k, h = y_{k+1} - y_k put each bin's gradient on its two knots; the
-knots are sizes @ T (T[i, j] = 1 for i < j: a cumulative sum as one matrix product), so the
-sizes get (gradient @ T^T); then the softmax (dtheta = p (g - sum p g)) and the softplus (whose
-derivative is the sigmoid). Every array is flattened to rows, one row per (point, coordinate).
+knots are p @ C + offset (C = 2B (1 - K m_bin) T, T[i, j] = 1 for i < j: a cumulative sum as one
+matrix product), so the softmax outputs p get (gradient @ C^T); then the softmax
+(dtheta = p (g - sum p g)) and the softplus (whose derivative is the sigmoid). Every array is
+flattened to rows, one row per (point, coordinate).
 """
 import math
 
@@ -34,30 +35,29 @@ SHIFT = math.log(math.expm1(1 - MIN_DERIVATIVE))      # softplus(SHIFT) + MIN_DE
 
 
 def knot_rows(theta, bound):
-    """theta rows (M, 3K - 1) -> knots (M, 2, K + 1) (x_k then y_k), derivatives d (M, K + 1),
-    the two softmaxes p (M, 2, K), and T."""
+    """theta rows (M, 3K - 1) -> knots (M, 2, K + 1) (x_k then y_k), derivatives d (M, K + 1), the
+    two softmaxes p (M, 2, K), and C, the matrix with knots = p @ C + offset."""
     num_bins = (theta.shape[1] + 1) // 3
     logits = theta[:, :2 * num_bins].reshape(-1, 2, num_bins)
     top = logits[:, :, 0].copy()                  # the max of each softmax's logits, so no exp overflows;
     for j in range(1, num_bins):                  # a loop over the K columns, because numpy's max along
         np.maximum(top, logits[:, :, j], out=top)  # a short last axis is several times slower here
     e = np.exp(logits - top[:, :, None])
-    T = np.triu(np.ones((num_bins, num_bins + 1)), k=1)
-    cumulative = e @ T                            # sums of e over the bins left of each knot
-    p = e / cumulative[:, :, -1:]                 # the softmax; its sum is the last column
-    knots = -bound + 2 * bound * (MIN_BIN * np.arange(num_bins + 1) + (1 - num_bins * MIN_BIN) * cumulative
-                                  / cumulative[:, :, -1:])
+    p = e / (e @ np.ones(num_bins))[:, :, None]   # softmax (a matrix product sums a short axis fastest)
+    # knot j = -B + 2B (j m_bin + (1 - K m_bin) (p_0 + ... + p_{j-1})): a cumulative sum as p @ C
+    C = 2 * bound * (1 - num_bins * MIN_BIN) * np.triu(np.ones((num_bins, num_bins + 1)), k=1)
+    knots = p @ C + (-bound + 2 * bound * MIN_BIN * np.arange(num_bins + 1))
     knots[:, :, -1] = bound                       # pinned: no rounding at +-B
     a = theta[:, 2 * num_bins:] + SHIFT
     d = np.ones((len(theta), num_bins + 1))
     d[:, 1:-1] = MIN_DERIVATIVE + np.maximum(a, 0.0) + np.log1p(np.exp(-np.abs(a)))   # softplus(a), no overflow
-    return knots, d, p, T
+    return knots, d, p, C
 
 
 def bins(v, theta, bound, inverse):
     """Everything the map and its backprop need, as a dict of (M,) rows, M = N D."""
     theta = np.broadcast_to(theta, v.shape + theta.shape[-1:]).reshape(-1, theta.shape[-1])
-    knots, d, p, T = knot_rows(theta, bound)
+    knots, d, p, C = knot_rows(theta, bound)
     v = v.ravel()
     inside = (v >= -bound) & (v <= bound)
     v = np.where(inside, v, 0.0)
@@ -66,7 +66,7 @@ def bins(v, theta, bound, inverse):
         k += v >= knots[:, int(inverse), j]
     rows = np.arange(len(v))
     left, right = knots[rows, :, k], knots[rows, :, k + 1]                     # (M, 2): x, y
-    b = {"v": v, "k": k, "rows": rows, "inside": inside, "theta": theta, "p": p, "T": T,
+    b = {"v": v, "k": k, "rows": rows, "inside": inside, "theta": theta, "p": p, "C": C,
          "x_k": left[:, 0], "y_k": left[:, 1], "w": right[:, 0] - left[:, 0], "h": right[:, 1] - left[:, 1],
          "d_k": d[rows, k], "d_k1": d[rows, k + 1]}
     s = b["s"] = b["h"] / b["w"]
@@ -115,14 +115,14 @@ def partials(b):
 
 def theta_gradient(b, g_x_k, g_x_k1, g_y_k, g_y_k1, g_d_k, g_d_k1):
     """From the gradients on each row's bin ends back to theta's rows (M, 3K - 1)."""
-    rows, k, p, T = b["rows"], b["k"], b["p"], b["T"]
+    rows, k, p, C = b["rows"], b["k"], b["p"], b["C"]
     num_bins = p.shape[2]
     g_knots = np.zeros((len(rows), 2, num_bins + 1))                # x_k, y_k
     g_knots[rows, :, k] = np.stack([g_x_k, g_y_k], axis=1)
     g_knots[rows, :, k + 1] += np.stack([g_x_k1, g_y_k1], axis=1)  # distinct rows: no repeated index
     g_knots[:, :, -1] = 0.0                                         # the pinned end is a constant
-    g_p = 2 * (1 - num_bins * MIN_BIN) * b["bound"] * (g_knots @ T.T)
-    g_logits = p * (g_p - np.sum(p * g_p, axis=2, keepdims=True))  # softmax
+    g_p = g_knots @ C.T
+    g_logits = p * (g_p - ((p * g_p) @ np.ones(num_bins))[:, :, None])    # softmax
     g_d = np.zeros((len(rows), num_bins + 1))
     g_d[rows, k] = g_d_k
     g_d[rows, k + 1] += g_d_k1
@@ -135,7 +135,6 @@ def rq_vjp(argnums, ans, args, kwargs):
 
     def vjp(g):                      # the bin maths again: the forward pass keeps nothing
         b = bins(v, theta, bound, inverse)
-        b["bound"] = bound
         y, L = partials(b)
         inside = b["inside"]
         g_out, g_log_det = g[0].ravel() * inside, g[1].ravel() * inside
