@@ -109,7 +109,10 @@ def test_round_trip_holds_on_knots_ends_and_tails(inverse, draw, seed):
         there, log_det = rational_quadratic(v, theta, BOUND, inverse)
         back, log_det_back = rational_quadratic(there, theta, BOUND, not inverse)
         assert np.abs(back - v).max() <= 1e-9 * max(1.0, np.abs(v).max())   # slopes up to e^6 amplify rounding
-        assert np.abs(log_det + log_det_back).max() <= 1e-9
+        # log g' is ill-conditioned in a bin 2e-3 wide with slopes ~e^6 (|d log g'/dx| up to 1e6): over
+        # 3000 draws the log-dets of a round trip differed by up to 4e-7 (test_layers holds 1e-8 on
+        # the layers' milder draws); a missing or wrong term is off by O(1)
+        assert np.abs(log_det + log_det_back).max() <= 1e-6 * max(1.0, np.abs(log_det).max())
 
 
 @directions
