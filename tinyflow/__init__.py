@@ -40,7 +40,7 @@ from .radial import Radial
 from .spline import RationalQuadraticSpline
 from .spline_autoregressive import SplineAutoregressive
 from .spline_coupling import SplineCoupling
-from .targets import Banana, ShiftedGaussian, UniformConditionalGaussian
+from .targets import Banana, Checkerboard, ShiftedGaussian, UniformConditionalGaussian
 from .train import (adam, adam_update, adamw, clip_by_norm, fit, flat_loss_and_grad, forward_kl, gaussian_noise,
                     reverse_kl, step_sizes)
 

@@ -10,6 +10,9 @@ NLL can be read against it: NLL - H(p) = KL(p || q) >= 0.
           = 1.61209      (H(U[1, 2]) = log 1 = 0 and E[log a] = [a log a - a]_1^2 = 2 log 2 - 1)
     Banana:                     x2 ~ N(0, 4^2), x1 | x2 ~ N(x2^2 / 4, 1);  x = (x1, x2)
         H = 1/2 log(2 pi e 16) + 1/2 log(2 pi e) = log(2 pi e) + log 4 = 4.22417
+    Checkerboard:               uniform on the 8 squares of side 2 in [-4, 4]^2 whose cell indices
+                                (floor(x1 / 2), floor(x2 / 2)) have an even sum
+        H = log(area) = log(8 * 2^2) = log 32 = 3.46574
 """
 import autograd.numpy as np
 
@@ -68,3 +71,26 @@ class Banana:
         x = check_points(x, 2)
         x1, x2 = x[:, 0], x[:, 1]
         return _normal_log_prob(x2, 0.0, 16.0) + _normal_log_prob(x1, x2 ** 2 / 4, 1.0)
+
+
+class Checkerboard:
+    """Uniform on 8 of the 16 squares of side 2 that tile [-4, 4)^2: those whose cell indices
+    i = floor(x1 / 2), j = floor(x2 / 2) (each in -2..1) have i + j even. p = 1/32 there and 0
+    (log -inf) elsewhere, so the density jumps at every square's edge."""
+    dim = 2
+    entropy = np.log(32.0)
+
+    def sample(self, rng, n):
+        rng, n = check_rng(rng), check_count(n)
+        x1 = rng.uniform(-4, 4, n)
+        i = np.floor(x1 / 2)
+        j = 2 * rng.integers(0, 2, n) - 2 + i % 2          # -2 or 0 if i is even, -1 or 1 if odd
+        x2 = 2 * (j + rng.uniform(0, 1, n))
+        return np.stack([x1, x2], axis=1)
+
+    def log_prob(self, x):
+        x = check_points(x, 2)
+        inside = np.all((x >= -4) & (x < 4), axis=1)
+        cells = np.floor(x / 2)
+        black = (cells[:, 0] + cells[:, 1]) % 2 == 0
+        return np.where(inside & black, -np.log(32.0), -np.inf)
