@@ -55,4 +55,5 @@ __all__ = [
     "flatten_params", "keep_freed_memory", "made", "made_degrees", "step_sizes",
     "RationalQuadraticSpline", "SplineAutoregressive", "SplineCoupling",
     "Planar", "Radial",
+    "Checkerboard",
 ]
