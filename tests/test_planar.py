@@ -166,27 +166,60 @@ def finite_difference_grad(f, theta, h=1e-6):
     return np.array([(f(theta + h * e) - f(theta - h * e)) / (2 * h) for e in np.eye(len(theta))])
 
 
+def weighted_loss(direction, unflatten, points, seed):
+    """theta -> a random weighting of the outputs and log-dets: its gradient is every VJP at once."""
+    rng = np.random.default_rng(seed)
+    weights, log_det_weights = rng.standard_normal(points.shape), rng.standard_normal(len(points))
+
+    def loss(theta):
+        out, log_det = getattr(tf.Planar(), direction)(unflatten(theta), points)
+        return anp.sum(out * weights) + anp.sum(log_det * log_det_weights)
+    return loss
+
+
 @pytest.mark.parametrize("direction", ["forward", "inverse"])
 @pytest.mark.parametrize("one_plus_c", [None, 1e-2, 1e-4])
 @given(seed=seeds)
 @examples(10)
 def test_gradient_wrt_params_matches_finite_differences(direction, one_plus_c, seed):
-    """The inverse's through the implicit-function VJP of the solved alpha; one_plus_c None:
-    perturbed parameters as in the contract tests."""
-    layer = tf.Planar()
+    """The inverse's through the implicit-function VJP of the solved alpha. one_plus_c None:
+    perturbed parameters as in the contract tests (1 + c = 0.003 happens there too). The points
+    keep |a| >= 0.5: beside the hyperplane a = 0 the inverse varies on a scale ~ 1 + c, finer
+    than any usable difference step (the next test checks those points without differences)."""
     if one_plus_c is None:
-        params = strategies.perturb_params(layer, 3, seed, 1.0)
+        params = strategies.perturb_params(tf.Planar(), 3, seed, 1.0)
     else:
         params = layer_at(wu_at(one_plus_c), seed)
-    rng = np.random.default_rng(seed)
-    x, weights, log_det_weights = rng.uniform(-3, 3, (5, 3)), rng.standard_normal((5, 3)), rng.standard_normal(5)
+    z = np.random.default_rng(seed).uniform(-3, 3, (5, 3))
+    a = z @ params["w"] + params["b"]
+    z += ((np.sign(a) * np.maximum(np.abs(a), 0.5) - a) / (params["w"] @ params["w"]))[:, None] * params["w"]
+    points = z if direction == "forward" else tf.Planar().forward(params, z)[0]
     theta, unflatten = flatten(params)
-
-    def loss(theta):
-        out, log_det = getattr(layer, direction)(unflatten(theta), x)
-        return anp.sum(out * weights) + anp.sum(log_det * log_det_weights)
+    loss = weighted_loss(direction, unflatten, points, seed)
     expected = finite_difference_grad(loss, theta)
     assert np.max(np.abs(grad(loss)(theta) - expected) / np.maximum(1, np.abs(expected))) <= 1e-6
+
+
+@pytest.mark.parametrize("one_plus_c", LIMITS)
+@given(seed=seeds)
+@examples(10)
+def test_inverse_gradient_makes_the_round_trip_constant(one_plus_c, seed):
+    """f(theta, f^-1(theta, x)) = x and the log-dets add to 0 for every theta, so their gradients
+    vanish; a wrong VJP for any of w^T x, c, b would leave J_f times its error (J_f is invertible).
+    Checked on the hyperplane a = 0, relative to the size of the inverse's own gradient; measured
+    <= 6e-15 for the points and <= 2e-15 / (1 + c) for the log-dets (1e-12 at 1 + c = 1e-2)."""
+    params = layer_at(wu_at(one_plus_c), seed)
+    x = tf.Planar().forward(params, with_points_on_the_hyperplane(params, seed))[0]
+    weights = np.random.default_rng(seed).standard_normal(x.shape)
+    theta, unflatten = flatten(params)
+
+    def round_trip(theta, part):
+        z, log_det_inverse = tf.Planar().inverse(unflatten(theta), x)
+        x_back, log_det = tf.Planar().forward(unflatten(theta), z)
+        return anp.sum(x_back * weights) if part == "points" else anp.sum((log_det_inverse + log_det) * weights[:, 0])
+    size = np.abs(grad(weighted_loss("inverse", unflatten, x, seed))(theta)).max()
+    assert np.abs(grad(round_trip)(theta, "points")).max() <= 1e-13 * size
+    assert np.abs(grad(round_trip)(theta, "log_dets")).max() <= 1e-12 / one_plus_c * size
 
 
 @pytest.mark.parametrize("direction", ["forward", "inverse"])
