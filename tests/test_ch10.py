@@ -1,0 +1,128 @@
+"""Chapter 10 in --quick mode: the 1D spline passes through the knots computed from the
+formulas, inverts to rounding error, is C^1 at +-B and pushes N(0, 1) to a density that
+integrates to the right mass; the two forward-KL targets' entropies check out; the spline and
+affine flows have (nearly) equal parameter counts; every report is consistent; every training
+result is printed beside its range; the figures are written."""
+import math
+import re
+
+import pytest
+
+from chapter_runner import parse_report, run_chapter
+
+FIGURES = ["ch10_spline_1d.png", "ch10_forward_kl.png"]
+NUMBER = r"(-?[\d.]+(?:e[-+]\d+)?)"
+CLAIM = re.compile(r"^(.+?): \S+ \(text, full run: \S+ to \S+ over seeds 0-4; a --quick run is not compared\)$",
+                   re.MULTILINE)
+TARGETS, KINDS = ["ring", "checkerboard"], ["affine", "spline"]
+SECTION_2_CLAIMS = ([f"{t}: {k} paired KL" for t in TARGETS for k in KINDS]
+                    + [f"{t}: spline KL / affine KL" for t in TARGETS]
+                    + ["CPU time per step, spline / affine"]
+                    + [f"ring, {k}: share of samples farther than 3 sd from every mode" for k in KINDS]
+                    + [f"checkerboard, {k}: share of samples where p = 0" for k in KINDS])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("ch10")
+    return run_chapter("ch10_neural_splines.py", tmp_path), tmp_path
+
+
+def numbers(pattern, text):
+    match = re.search(pattern, text)
+    assert match, f"no line matching {pattern!r}"
+    return [float(g) for g in match.groups()]
+
+
+def test_layer_passes_through_the_knots_computed_from_the_formulas(run):
+    y_error, slope_error = numbers(rf"the layer at the knots: max \|g\(x_k\) - y_k\| = {NUMBER}, "
+                                   rf"max \|g'\(x_k\) - d_k\| = {NUMBER}", run[0])
+    assert y_error < 1e-12 and slope_error < 1e-10
+
+
+def test_zero_theta_is_the_identity(run):
+    move, log_det = numbers(rf"theta = 0: max \|g\(x\) - x\| = {NUMBER}, max \|log g'\(x\)\| = {NUMBER}", run[0])
+    assert move < 1e-14 and log_det < 1e-14
+
+
+def test_round_trip_and_inverse_log_det_are_exact_to_rounding(run):
+    back, log_det = numbers(rf"max \|g\^-1\(g\(x\)\) - x\| = {NUMBER}, "
+                            rf"max \|log g'\(x\) \+ log\|dg\^-1/dy\|\(g\(x\)\)\| = {NUMBER}", run[0])
+    assert back < 1e-12 and log_det < 1e-12
+
+
+def test_spline_is_strictly_increasing_on_the_grid(run):
+    smallest, = numbers(rf"smallest increment g\(x_\(i\+1\)\) - g\(x_i\) on the grid: {NUMBER} > 0", run[0])
+    assert smallest > 0
+
+
+def test_log_slope_matches_a_central_difference(run):
+    error, = numbers(rf"max \|log g'\(x\) - log of the central difference \(h = 1e-06\)\| = {NUMBER}", run[0])
+    assert error < 1e-6
+
+
+@pytest.mark.parametrize("edge", ["-3", "+3"])
+def test_slope_is_one_on_both_sides_of_the_bound(edge, run):
+    left, right, inside, outside = numbers(rf"slope at x = {re.escape(edge)}: from the left {NUMBER}, from the right "
+                                           rf"{NUMBER}; log g' just inside {NUMBER}, just outside {NUMBER}", run[0])
+    assert abs(left - 1) < 1e-3 and abs(right - 1) < 1e-3      # one-sided quotients err by h g''/2
+    assert abs(inside) < 1e-6 and outside == 0
+
+
+def test_pushed_forward_density_holds_the_gaussian_mass_of_the_window(run):
+    mass, exact = numbers(rf"integral of q over \[-4.5, 4.5\] \(trapezoid rule\): {NUMBER}; .* = {NUMBER}", run[0])
+    assert exact == round(math.erf(4.5 / math.sqrt(2)), 6) and abs(mass - exact) < 1e-4
+
+
+def test_ring_entropy_by_quadrature_is_near_the_separated_modes_formula(run):
+    quadrature, separated = numbers(rf"ring: entropy by quadrature {NUMBER}; log 8 \+ log\(2 pi e sigma\^2\) = {NUMBER}",
+                                    run[0])
+    assert separated == round(math.log(8) + 1 + math.log(2 * math.pi) + 2 * math.log(0.3), 5)
+    assert 0 < separated - quadrature < 1e-3      # overlap lowers the entropy, barely
+
+
+def test_checkerboard_entropy_is_log_32(run):
+    assert f"checkerboard: entropy log 32 = {math.log(32):.5f}" in run[0]
+
+
+@pytest.mark.parametrize("name", TARGETS)
+def test_monte_carlo_entropy_agrees_within_five_standard_errors(name, run):
+    estimate, se = numbers(rf"{name}: Monte Carlo -mean log p = {NUMBER} \+- {NUMBER}", run[0])
+    entropy = {"ring": numbers(rf"ring: entropy by quadrature {NUMBER}", run[0])[0], "checkerboard": math.log(32)}[name]
+    assert abs(estimate - entropy) <= 5 * se + 1e-5
+
+
+def test_both_flows_have_nearly_the_same_number_of_parameters(run):
+    counts = {kind: int(re.search(rf"{kind} flow: \d+ couplings, ([\d,]+) parameters", run[0]).group(1).replace(",", ""))
+              for kind in KINDS}
+    assert counts == {"affine": 10_624, "spline": 10_684}
+    assert abs(counts["affine"] - counts["spline"]) < 0.02 * counts["spline"]
+
+
+@pytest.mark.parametrize("name", TARGETS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_report_gap_is_nll_minus_entropy(name, kind, run):
+    report = parse_report(f"{name}, {kind} after 20 steps", run[0])
+    assert abs(report["nll"] - report["entropy"] - report["gap"]) < 2e-5 and report["kl_se"] > 0
+    if name == "checkerboard":          # log p is the constant -log 32 on samples of p
+        assert abs(report["kl"] - report["gap"]) < 2e-5
+
+
+def test_ring_target_share_beyond_three_sd_is_printed_beside_exp_minus_nine_halves(run):
+    share, exact = numbers(rf"ring target: share farther than 3 sd from every mode {NUMBER} "
+                           rf"\(exp\(-9/2\) = {NUMBER}\)", run[0])
+    assert exact == 0.0111 and 0 <= share <= 1
+
+
+def test_every_section_2_result_is_printed_once_beside_its_range(run):
+    labels = CLAIM.findall(run[0])
+    assert len(labels) == len(set(labels))
+    assert set(SECTION_2_CLAIMS) <= set(labels)
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_figure_is_written(run, name):
+    stdout, tmp_path = run
+    path = tmp_path / "figures" / name
+    assert path.is_file() and path.stat().st_size > 10_000
+    assert f"wrote {path}" in stdout
