@@ -269,9 +269,9 @@ for name, target in targets.items():
 # coordinate). The affine flow gets the same budget as 8 `AffineCoupling` layers with a
 # 1 → 34 → 34 → 2 conditioner: twice as many layers, because depth is what lets affine couplings
 # bend a density. In runs outside this chapter (seeds 0-2, the recipe below) 4 layers of 49
-# did worse than 8 of 34 on both targets, and 6 layers of 40 did worse by a tenth or more; 12
-# layers of 28 did better on the checkerboard (paired KL 0.17-0.19) at about 1.3 times the time
-# per step (exercise 4).
+# did worse than 8 of 34 on both targets, and so did 6 layers of 40 (by 8-36%); 12 layers of 28
+# did better on the checkerboard (paired KL 0.17-0.19) at about 1.3 times the time per step
+# (exercise 4).
 #
 # Both train with the recipe of chapter 5: a warm-up over 50 steps to a peak step size, then a
 # cosine decay to 0, gradients clipped at length 10, fresh batches of 256, 600 steps each. Each
@@ -321,7 +321,7 @@ for j, (name, target) in enumerate(targets.items()):
 # (printed), far below these differences.
 #
 # The step sizes are not what makes the difference: at the affine flow's 2e-2 the spline flow's
-# paired KL on the checkerboard was 0.073-0.090 in the runs outside this chapter, 0.34-0.47 of the
+# paired KL on the checkerboard was 0.072-0.090 in the runs outside this chapter, 0.34-0.47 of the
 # affine flow's on the same seed. Nor is it free: a spline step took 1.2-1.8 times the CPU time
 # of an affine step here, for half as many layers (each spline layer computes 47 numbers per
 # point, searches the bins and evaluates the rational function, forward and backward).
