@@ -22,7 +22,8 @@ Then s = h/w, w = x_{k+1} - x_k, h = y_{k+1} - y_k put each bin's gradient on it
 knots are p @ C + offset (C = 2B (1 - K m_bin) T, T[i, j] = 1 for i < j: a cumulative sum as one
 matrix product), so the softmax outputs p get (gradient @ C^T); then the softmax
 (dtheta = p (g - sum p g)) and the softplus (whose derivative is the sigmoid). Every array is
-flattened to rows, one row per (point, coordinate).
+flattened to rows, one row per (point, coordinate), and the matrix products are taken on 2D
+arrays: numpy runs a 3D (M, 2, K) @ (K, K + 1) as M small products, one BLAS call as 2D.
 """
 import math
 
@@ -36,7 +37,7 @@ SHIFT = math.log(math.expm1(1 - MIN_DERIVATIVE))      # softplus(SHIFT) + MIN_DE
 
 def cumulative_matrix(num_bins, bound):
     """C (K, K + 1) with knots = p @ C + offset: C[i, j] = 2B (1 - K m_bin) for i < j, else 0."""
-    return 2 * bound * (1 - num_bins * MIN_BIN) * np.triu(np.ones((num_bins, num_bins + 1)), k=1)
+    return 2 * bound * (1 - num_bins * MIN_BIN) * (np.arange(num_bins)[:, None] < np.arange(num_bins + 1))
 
 
 def knot_rows(theta, bound):
@@ -48,10 +49,11 @@ def knot_rows(theta, bound):
     for j in range(1, num_bins):                  # a loop over the K columns, because numpy's max along
         np.maximum(top, logits[:, :, j], out=top)  # a short last axis is several times slower here
     e = np.exp(logits - top[:, :, None])
-    p = e / (e @ np.ones(num_bins))[:, :, None]   # softmax (a matrix product sums a short axis fastest)
+    p = e / (e.reshape(-1, num_bins) @ np.ones(num_bins)).reshape(-1, 2, 1)   # softmax
     # knot j = -B + 2B (j m_bin + (1 - K m_bin) (p_0 + ... + p_{j-1})): a cumulative sum as p @ C
     C = cumulative_matrix(num_bins, bound)
-    knots = p @ C + (-bound + 2 * bound * MIN_BIN * np.arange(num_bins + 1))
+    knots = (p.reshape(-1, num_bins) @ C).reshape(-1, 2, num_bins + 1) + (-bound + 2 * bound * MIN_BIN
+                                                                          * np.arange(num_bins + 1))
     knots[:, :, -1] = bound                       # pinned: no rounding at +-B
     a = theta[:, 2 * num_bins:] + SHIFT
     d = np.ones((len(theta), num_bins + 1))
@@ -59,10 +61,16 @@ def knot_rows(theta, bound):
     return knots, d, p, C
 
 
+def theta_rows(theta, shape):
+    """theta (N, D, 3K - 1), or (D, 3K - 1) for every point, as rows (N D, 3K - 1)."""
+    if theta.shape[:-1] != shape:
+        theta = np.broadcast_to(theta, shape + theta.shape[-1:])
+    return theta.reshape(-1, theta.shape[-1])
+
+
 def bins(v, theta, bound, inverse):
     """Everything the map and its backprop need, as a dict of (M,) rows, M = N D."""
-    theta = np.broadcast_to(theta, v.shape + theta.shape[-1:]).reshape(-1, theta.shape[-1])
-    knots, d, p, C = knot_rows(theta, bound)
+    knots, d, p, C = knot_rows(theta_rows(theta, v.shape), bound)
     v = v.ravel()
     inside = (v >= -bound) & (v <= bound)
     v = np.where(inside, v, 0.0)
@@ -119,7 +127,7 @@ def saved(ans, theta, bound):
     b["p"] = rows[2 + len(SAVED):].T.reshape(-1, 2, num_bins)
     b["C"] = cumulative_matrix(num_bins, bound)
     b["rows"] = np.arange(rows.shape[1])
-    b["theta"] = np.broadcast_to(theta, ans.shape[1:] + theta.shape[-1:]).reshape(-1, theta.shape[-1])
+    b["theta"] = theta_rows(theta, ans.shape[1:])
     return b
 
 
@@ -148,8 +156,8 @@ def theta_gradient(b, g_x_k, g_x_k1, g_y_k, g_y_k1, g_d_k, g_d_k1):
     g_knots[rows, :, k] = np.stack([g_x_k, g_y_k], axis=1)
     g_knots[rows, :, k + 1] += np.stack([g_x_k1, g_y_k1], axis=1)  # distinct rows: no repeated index
     g_knots[:, :, -1] = 0.0                                         # the pinned end is a constant
-    g_p = g_knots @ C.T
-    g_logits = p * (g_p - ((p * g_p) @ np.ones(num_bins))[:, :, None])    # softmax
+    g_p = (g_knots.reshape(-1, num_bins + 1) @ C.T).reshape(p.shape)
+    g_logits = p * (g_p - ((p * g_p).reshape(-1, num_bins) @ np.ones(num_bins)).reshape(-1, 2, 1))   # softmax
     g_d = np.zeros((len(rows), num_bins + 1))
     g_d[rows, k] = g_d_k
     g_d[rows, k + 1] += g_d_k1
