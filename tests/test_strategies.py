@@ -54,8 +54,11 @@ def test_check_layer_passes_on_every_tinyflow_layer(name, data):
     factory, dim = LAYERS[name]
     layer = factory()
     params, x = data.draw(strategies.layer_case(layer, dim), label=name)
-    errors = tf.check_layer(layer, params, x)
-    assert max(errors.values()) <= 1e-6
+    # a spline's slopes span 1e-3..1e3, so central differences reach only ~1e-6 of its log-det
+    # (measured in test_layers.finite_difference_log_det); every other check holds 1e-6 there too
+    tol = 1e-5 if "Spline" in name else 1e-6
+    errors = tf.check_layer(layer, params, x, tol=tol)
+    assert max(errors.values()) <= tol
 
 
 class WrongOnNegativeInputs(tf.LeakyReLU):
