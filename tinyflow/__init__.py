@@ -18,6 +18,7 @@ Layers hold only hyperparameters; parameters are passed explicitly, so autograd.
 differentiates any loss with respect to them. Every random draw takes a
 numpy.random.Generator.
 """
+from . import datasets                      # tinyflow.datasets.digits(): real data for chapter 12
 from .autoregressive import AffineAutoregressive
 from .check import autograd_jacobian, check_layer, numerical_jacobian
 from .claims import claims
@@ -56,4 +57,5 @@ __all__ = [
     "RationalQuadraticSpline", "SplineAutoregressive", "SplineCoupling",
     "Planar", "Radial",
     "Checkerboard",
+    "datasets",
 ]

@@ -12,8 +12,13 @@ zero-initialised MLP starts the layer as the identity) and keeps exp(s) within
 [exp(-s_max), exp(s_max)], so one bad step cannot overflow; unlike a hard clip it never
 cuts the gradient off.
 
+Conditional (context_dim=C): s and t also see a context c (N, C), the conditioner's input being
+[x_a, c]; for each fixed c the layer is a coupling as above, so p(x | c) is a flow in x
+(Papamakarios, Pavlakou & Murray 2017; Winkler et al. 2019). forward(params, x, context),
+inverse(params, y, context).
+
 Shapes: x, y (N, D); log_det (N,); params: the MLP pytree (see mlp.py), sizes
-[n_a, *hidden, 2 * n_b].
+[n_a (+ C), *hidden, 2 * n_b].
 
 take_columns, merge_columns, soft_clamp, affine and affine_inverse compute exactly the
 expressions in their comments; they are autograd primitives with hand-written backprop
@@ -25,9 +30,9 @@ Copy with: coupling.py, affine.py, columns.py, linear.py, mlp.py, validate.py (a
 import autograd.numpy as np
 
 from .affine import affine, affine_inverse, soft_clamp
-from .columns import merge_columns, take_columns
+from .columns import concat_columns, merge_columns, take_columns
 from .mlp import mlp, mlp_init
-from .validate import check_dim, check_hidden, check_points, check_positive
+from .validate import check_context, check_context_dim, check_dim, check_hidden, check_points, check_positive
 
 
 def alternating_masks(dim, num_layers):
@@ -38,9 +43,10 @@ def alternating_masks(dim, num_layers):
 
 class AffineCoupling:
     """mask: sequence of 0/1 of length D with at least one of each; hidden: MLP widths;
-    activation: "tanh" (smooth, the default) or "relu" (cheaper; kinks in s and t)."""
+    activation: "tanh" (smooth, the default) or "relu" (cheaper; kinks in s and t);
+    context_dim: C to condition on a context of shape (N, C), None (default) for none."""
 
-    def __init__(self, mask, hidden=(64, 64), s_max=5.0, activation="tanh"):
+    def __init__(self, mask, hidden=(64, 64), s_max=5.0, activation="tanh", context_dim=None):
         mask = np.asarray(mask)
         if mask.ndim != 1 or not np.all((mask == 0) | (mask == 1)):
             raise ValueError(f"mask must be a 1D sequence of 0s and 1s, got {mask.tolist()}")
@@ -53,31 +59,34 @@ class AffineCoupling:
         if activation not in ("tanh", "relu"):
             raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
         self.activation = activation
+        self.context_dim = check_context_dim(context_dim)
         self.index_a = np.flatnonzero(self.mask == 1)              # kept coordinates
         self.index_b = np.flatnonzero(self.mask == 0)              # changed coordinates
 
     def init(self, rng, dim):
         if check_dim(dim) != len(self.mask):
             raise ValueError(f"mask has length {len(self.mask)} but the flow has dim {dim}")
-        return mlp_init(rng, [len(self.index_a), *self.hidden, 2 * len(self.index_b)])
+        return mlp_init(rng, [len(self.index_a) + (self.context_dim or 0), *self.hidden, 2 * len(self.index_b)])
 
-    def s_t(self, params, x_a):
-        """The conditioner: x_a (N, n_a) -> bounded log-scale s and shift t, each (N, n_b)."""
-        h = mlp(params, x_a, self.activation)
+    def s_t(self, params, x_a, context=None):
+        """The conditioner: x_a (N, n_a) [and context (N, C)] -> bounded log-scale s and shift t, each (N, n_b)."""
+        h = mlp(params, x_a if context is None else concat_columns(x_a, context), self.activation)
         n_b = len(self.index_b)
         s_raw, t = take_columns(h, slice(0, n_b)), take_columns(h, slice(n_b, 2 * n_b))
         return soft_clamp(s_raw, self.s_max), t
 
-    def forward(self, params, x):
+    def forward(self, params, x, context=None):
         x = check_points(x, len(self.mask))
+        context = check_context(context, self.context_dim, len(x), self)
         x_a, x_b = take_columns(x, self.index_a), take_columns(x, self.index_b)
-        s, t = self.s_t(params, x_a)
+        s, t = self.s_t(params, x_a, context)
         y_b = affine(x_b, s, t)                                   # x_b * exp(s) + t
         return merge_columns(x_a, y_b, self.index_a, self.index_b), np.sum(s, axis=1)
 
-    def inverse(self, params, y):
+    def inverse(self, params, y, context=None):
         y = check_points(y, len(self.mask), "y")
+        context = check_context(context, self.context_dim, len(y), self)
         y_a, y_b = take_columns(y, self.index_a), take_columns(y, self.index_b)
-        s, t = self.s_t(params, y_a)
+        s, t = self.s_t(params, y_a, context)
         x_b = affine_inverse(y_b, s, t)                           # (y_b - t) * exp(-s)
         return merge_columns(y_a, x_b, self.index_a, self.index_b), -np.sum(s, axis=1)

@@ -7,14 +7,21 @@
 params = {"base": base params, "layers": [params of layer 1, ..., params of layer K]}.
 Shapes: x, z (N, D); log q (N,). The log-dets are summed in log space, never multiplied.
 
+A conditional flow q(x | c) has layers built with context_dim=C (the couplings and the
+autoregressive layers); every method then takes context=c, of shape (N, C), one row per point,
+or a single row ((C,) or (1, C)) shared by all of them. The conditional layers see it, the
+others (permutations, LULinear, ...) do not, and for each c the flow is an ordinary flow in x:
+    log q(x | c) = log p_base(z) + sum_k log|det d f_k^-1(.; c) / d input|.
+
 Copy with: flow.py, leaves.py, linear.py, memory.py, threads.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
+import numpy as onp
 
 from . import memory, threads
 from .leaves import read_leaves
 from .linear import add_all
-from .validate import check_count, check_points, check_rng
+from .validate import check_count, check_points, check_rng, getval
 
 
 class Flow:
@@ -26,6 +33,11 @@ class Flow:
             if not all(callable(getattr(layer, name, None)) for name in ("init", "forward", "inverse")):
                 raise TypeError(f"layers[{k}] must have init/forward/inverse, got {type(layer).__name__}")
         self.base, self.layers, self.dim = base, layers, base.dim
+        context_dims = {layer.context_dim for layer in layers if getattr(layer, "context_dim", None) is not None}
+        if len(context_dims) > 1:
+            raise ValueError(f"the conditional layers of a flow share one context, so one context_dim; "
+                             f"got {sorted(context_dims)}")
+        self.context_dim = context_dims.pop() if context_dims else None     # None: unconditional
         memory.keep_freed_memory()          # any training loop over this flow, fit's or your own,
         threads.one_blas_thread()           # runs fast: see memory.py and threads.py
 
@@ -34,34 +46,59 @@ class Flow:
         return {"base": self.base.init(rng),
                 "layers": [layer.init(rng, self.dim) for layer in self.layers]}
 
-    def log_prob(self, params, x):
+    def log_prob(self, params, x, context=None):
         z = check_points(x, self.dim)
+        context = self._context(context, len(z))
         params = self._checked(params)
         log_dets = [np.zeros(len(z))]
         for k in reversed(range(len(self.layers))):
-            z, log_det = self._step(params, k, z, inverse=True)
+            z, log_det = self._step(params, k, z, context, inverse=True)
             log_dets.append(log_det)
         return self.base.log_prob(params["base"], z) + add_all(*log_dets)
 
-    def forward(self, params, z):
+    def forward(self, params, z, context=None):
         """x = f_K(... f_1(z)) and sum_k log|det d f_k / d input|: (N, D) -> ((N, D), (N,))."""
         x = check_points(z, self.dim, "z")
+        context = self._context(context, len(x))
         params = self._checked(params)
         log_dets = [np.zeros(len(x))]
         for k in range(len(self.layers)):
-            x, log_det = self._step(params, k, x)
+            x, log_det = self._step(params, k, x, context)
             log_dets.append(log_det)
         return x, add_all(*log_dets)
 
-    def _step(self, params, k, points, inverse=False):
-        """Layer k, forward or inverse, on its own params; a structure that does not fit this flow
-        (another flow's params, params["layers"] alone) raises an error saying what was expected."""
+    def _step(self, params, k, points, context=None, inverse=False):
+        """Layer k, forward or inverse, on its own params (and the context, if it is conditional);
+        a structure that does not fit this flow (another flow's params, params["layers"] alone)
+        raises an error saying what was expected."""
         layer = self.layers[k]
+        given = (context,) if getattr(layer, "context_dim", None) is not None else ()
         try:
-            return (layer.inverse if inverse else layer.forward)(params["layers"][k], points)
+            return (layer.inverse if inverse else layer.forward)(params["layers"][k], points, *given)
         except (KeyError, IndexError, TypeError) as error:     # a wrong structure, not wrong numbers
             raise TypeError(f"params['layers'][{k}] does not fit layers[{k}] ({type(layer).__name__}): "
                        f"{type(error).__name__}: {error}. Pass the params this flow's init returned.") from error
+
+    def _context(self, context, n):
+        """The context as an (n, C) array, a single row repeated n times; None for an
+        unconditional flow. A missing context, or one this flow has no use for, is an error."""
+        if self.context_dim is None:
+            if context is not None:
+                raise ValueError("this flow takes no context: none of its layers was built with context_dim")
+            return None
+        if context is None:
+            raise ValueError(f"this flow is conditional (context_dim={self.context_dim}): pass context= of "
+                             f"shape (N, {self.context_dim}), one row per point, or ({self.context_dim},) for all")
+        if onp.ndim(getval(context)) == 1:
+            context = np.reshape(context, (1, -1))
+        context = check_points(context, self.context_dim, "context")
+        rows = getval(context).shape[0]
+        if rows == 1 and n > 1:
+            context = np.repeat(context, n, axis=0)
+        elif rows != n:
+            raise ValueError(f"context must have one row per point ({n}) or a single row, got shape "
+                             f"{getval(context).shape}")
+        return context
 
     def _checked(self, params):
         """params, checked against this flow's structure and, inside autograd, read as cheap
@@ -80,30 +117,34 @@ class Flow:
             raise ValueError(f"params['layers'] must have one entry per layer ({len(self.layers)}), "
                              f"got {count}: are these the params of another flow?")
 
-    def sample(self, params, rng, n):
+    def sample(self, params, rng, n, context=None):
+        """n samples (n, D); a conditional flow draws sample i given context row i (or all given one row)."""
         params = self._checked(params)
-        return self.forward(params, self.base.sample(params["base"], rng, n))[0]
+        context = self._context(context, check_count(n))
+        return self.forward(params, self.base.sample(params["base"], rng, n), context)[0]
 
-    def sample_from_noise(self, params, eps):
+    def sample_from_noise(self, params, eps, context=None):
         """Reparameterised sample: eps ~ N(0, I) (N, D) -> (x, log q(x)). Differentiable in params,
         which is what reverse-KL training needs."""
         params = self._checked(params)
         z = self.base.from_noise(params["base"], check_points(eps, self.dim, "eps"))
-        x, log_det = self.forward(params, z)
+        x, log_det = self.forward(params, z, context)
         return x, self.base.log_prob(params["base"], z) - log_det
 
-    def sample_and_log_prob(self, params, rng, n):
+    def sample_and_log_prob(self, params, rng, n, context=None):
         """(x, log q(x)) in one forward pass: the IAF direction, no inverse needed."""
-        return self.sample_from_noise(params, check_rng(rng).standard_normal((check_count(n), self.dim)))
+        eps = check_rng(rng).standard_normal((check_count(n), self.dim))
+        return self.sample_from_noise(params, eps, context)
 
-    def trace(self, params, points, inverse=False):
+    def trace(self, params, points, inverse=False, context=None):
         """The points after every layer: [z, f_1(z), ..., x] (or, with inverse=True, starting from
         data x: [x, f_K^-1(x), ..., z]). A list of K + 1 arrays of shape (N, D)."""
         points = check_points(points, self.dim)
+        context = self._context(context, len(points))
         params = self._checked(params)
         steps = [points]
         for k in (reversed(range(len(self.layers))) if inverse else range(len(self.layers))):
-            steps.append(self._step(params, k, steps[-1], inverse)[0])
+            steps.append(self._step(params, k, steps[-1], context, inverse)[0])
         return steps
 
 

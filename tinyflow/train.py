@@ -26,9 +26,13 @@ from .validate import check_count, check_non_negative, check_points, check_posit
 
 
 def forward_kl(flow):
-    """loss(params, x) = -mean log q(x), x: (N, D) samples of the target."""
-    def loss(params, x):
-        return -np.mean(flow.log_prob(params, x))
+    """loss(params, x) = -mean log q(x), x: (N, D) samples of the target; for a conditional flow
+    loss(params, (x, c)) = -mean log q(x | c), with (x, c) pairs: (N, D) and (N, C)."""
+    def loss(params, batch):
+        if isinstance(batch, tuple):
+            x, context = batch
+            return -np.mean(flow.log_prob(params, x, context=context))
+        return -np.mean(flow.log_prob(params, batch))
     return loss
 
 
@@ -96,10 +100,20 @@ def flat_loss_and_grad(loss, params):
 
 
 def _batches(data, rng, batch_size):
-    """Endless batches: fresh draws from a sampler data(rng, n), or shuffled epochs of an array."""
+    """Endless batches: fresh draws from a sampler data(rng, n), or shuffled epochs of an array
+    (or of a tuple of arrays with one row per example, such as (x, context) pairs, kept together)."""
     if callable(data):
         while True:
             yield data(rng, batch_size)
+    if isinstance(data, tuple):
+        arrays = tuple(check_points(a, name=f"data[{i}]") for i, a in enumerate(data))
+        if len({len(a) for a in arrays}) != 1:
+            raise ValueError(f"the arrays of a data tuple need one row per example each, got "
+                             f"{[len(a) for a in arrays]} rows")
+        while True:
+            order = rng.permutation(len(arrays[0]))
+            for start in range(0, len(order), batch_size):
+                yield tuple(a[order[start:start + batch_size]] for a in arrays)
     data = check_points(data, name="data")
     while True:
         order = rng.permutation(len(data))
@@ -154,7 +168,8 @@ def fit(loss, params, data, rng, num_steps, batch_size, step_size=1e-3, schedule
         patience=None, restore_best=True, max_skips=20, verbose=None, print_every=None):
     """Minimise loss(params, batch) with AdamW; return (params, history).
 
-    data: a sampler data(rng, n) (a fresh batch every step) or an (M, D) array (shuffled minibatches).
+    data: a sampler data(rng, n) (a fresh batch every step) or an (M, D) array (shuffled minibatches),
+        or a tuple of arrays with M rows each, minibatched together: (x, context) for a conditional flow.
     step_size, schedule, warmup: the step size of step k is step_sizes(...)[k] (see step_sizes):
         a named schedule ("constant", "cosine", "linear") or a callable step -> factor.
     weight_decay: decoupled, as in AdamW (Loshchilov & Hutter 2019) and torch.optim.AdamW: each

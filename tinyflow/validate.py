@@ -90,3 +90,27 @@ def check_count(n, name="n"):
     if n < 1:
         raise ValueError(f"{name} must be >= 1, got {n}")
     return int(n)
+
+
+def check_context_dim(context_dim):
+    """Return a conditional layer's context size C as an int >= 1, or None for an unconditional layer."""
+    return None if context_dim is None else check_dim(context_dim, "context_dim")
+
+
+def check_context(context, context_dim, n, layer):
+    """The context a layer was called with, as an (n, C) float64 array (None for an unconditional
+    layer), or an error saying which of the three mistakes it is: a context the layer has no use
+    for, a missing context, or a context of the wrong shape."""
+    name = type(layer).__name__
+    if context_dim is None:
+        if context is not None:
+            raise ValueError(f"this {name} takes no context: build it with context_dim=C to condition it on one")
+        return None
+    if context is None:
+        raise ValueError(f"this {name} was built with context_dim={context_dim}: pass a context of shape "
+                         f"(N, {context_dim}), one row per point")
+    context = check_points(context, context_dim, "context")
+    if getval(context).shape[0] != n:
+        raise ValueError(f"context must have one row per point, shape ({n}, {context_dim}), "
+                         f"got shape {getval(context).shape}")
+    return context
