@@ -1,5 +1,5 @@
 """Chapters use tinyflow's public names only: what `tinyflow` exports, plus the modules whose
-job is to serve chapters (plotting, layer_plots, energies, benchmark). A chapter that reaches into
+job is to serve chapters (plotting, layer_plots, energies, benchmark, datasets). A chapter that reaches into
 tinyflow.train or tinyflow.made would teach students to lean on names that may change."""
 import ast
 from pathlib import Path
@@ -9,7 +9,8 @@ import pytest
 import tinyflow
 
 CHAPTERS = sorted((Path(__file__).resolve().parents[1] / "chapters").glob("ch[0-9][0-9]_*.py"))
-PUBLIC_MODULES = {"tinyflow.plotting", "tinyflow.layer_plots", "tinyflow.energies", "tinyflow.benchmark"}
+PUBLIC_MODULES = {"tinyflow.plotting", "tinyflow.layer_plots", "tinyflow.energies", "tinyflow.benchmark",
+                  "tinyflow.datasets"}
 
 
 def private_uses(source):
