@@ -21,6 +21,31 @@ import tinyflow as tf
 from tinyflow.strategies import both_signs, perturb_params
 
 HIDDEN = (8,)          # small conditioners: the properties do not depend on width, the runtime does
+CONTEXT_DIM = 2
+
+
+class GivenContext:
+    """A conditional layer at one context c, as an unconditional layer: c is drawn by init beside
+    the layer's params (so the strategies move it too, a new context every draw) and given to
+    every point. Every property below then holds for each fixed context."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def __getattr__(self, name):                  # index_a, index_b, ...: the layer's own
+        return getattr(self.layer, name)
+
+    def init(self, rng, dim):
+        return {"layer": self.layer.init(rng, dim), "context": rng.standard_normal((1, self.layer.context_dim))}
+
+    def context(self, params, n):
+        return np.ones((n, 1)) * params["context"]
+
+    def forward(self, params, x):
+        return self.layer.forward(params["layer"], x, self.context(params, len(x)))
+
+    def inverse(self, params, y):
+        return self.layer.inverse(params["layer"], y, self.context(params, len(y)))
 
 # name -> (factory, dim). Factories build a fresh layer, so no test sees another's cached state.
 LAYERS = {
@@ -52,6 +77,19 @@ LAYERS = {
     "SplineIAF-D1": (lambda: tf.SplineAutoregressive(HIDDEN, num_bins=4, bound=2.0), 1),
     "SplineIAF-D3": (lambda: tf.SplineAutoregressive(HIDDEN, num_bins=4, bound=2.0), 3),
     "SplineMAF-D3": (lambda: tf.Invert(tf.SplineAutoregressive(HIDDEN, num_bins=4, bound=2.0)), 3),
+    "Coupling-context-[1,0]": (lambda: GivenContext(tf.AffineCoupling([1, 0], HIDDEN, context_dim=CONTEXT_DIM)), 2),
+    "Coupling-context-[0,1,1]": (lambda: GivenContext(tf.AffineCoupling([0, 1, 1], HIDDEN, context_dim=CONTEXT_DIM)), 3),
+    "SplineCoupling-context-[0,1,1]": (lambda: GivenContext(
+        tf.SplineCoupling([0, 1, 1], HIDDEN, num_bins=4, bound=2.0, context_dim=CONTEXT_DIM)), 3),
+    "IAF-context-D1": (lambda: GivenContext(tf.AffineAutoregressive(HIDDEN, context_dim=CONTEXT_DIM)), 1),
+    "IAF-context-D3": (lambda: GivenContext(tf.AffineAutoregressive(HIDDEN, context_dim=CONTEXT_DIM)), 3),
+    "MAF-context-D3": (lambda: GivenContext(tf.Invert(tf.AffineAutoregressive(HIDDEN, context_dim=CONTEXT_DIM))), 3),
+    "SplineIAF-context-D1": (lambda: GivenContext(
+        tf.SplineAutoregressive(HIDDEN, num_bins=4, bound=2.0, context_dim=CONTEXT_DIM)), 1),
+    "SplineIAF-context-D3": (lambda: GivenContext(
+        tf.SplineAutoregressive(HIDDEN, num_bins=4, bound=2.0, context_dim=CONTEXT_DIM)), 3),
+    "SplineMAF-context-D2": (lambda: GivenContext(
+        tf.Invert(tf.SplineAutoregressive(HIDDEN, num_bins=4, bound=2.0, context_dim=CONTEXT_DIM))), 2),
     "Planar-D1": (lambda: tf.Planar(), 1),
     "Planar-D2": (lambda: tf.Planar(), 2),
     "Planar-D3": (lambda: tf.Planar(), 3),

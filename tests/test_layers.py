@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import tinyflow as tf
 from tinyflow.strategies import perturb_params
-from strategies_core import HIDDEN, LAYER_NAMES, LAYERS, layer_draw
+from strategies_core import HIDDEN, LAYER_NAMES, LAYERS, GivenContext, layer_draw
 
 # Round trips are exact up to rounding amplified by the inverse's sensitivity |dx/dy| |y|: for the
 # IAF at D = 5 with drawn parameters that reaches ~1e6 (five scales up to e^5 compound through the
@@ -183,10 +183,16 @@ AUTOREGRESSIVE = [name for name in LAYER_NAMES if name.startswith(("IAF", "MAF",
 
 
 def conditioner_output(layer, params, x):
-    """The autoregressive conditioner's first output channel at x: (N, D), column i from x_<i."""
+    """The autoregressive conditioner's first output channel at x: (N, D), column i from x_<i
+    (and, for a conditional layer, the context)."""
+    context = None
+    if isinstance(layer, GivenContext):
+        layer, params, context = layer.layer, params["layer"], layer.context(params, len(x))
+    if isinstance(layer, tf.Invert):
+        layer = layer.layer
     if isinstance(layer, tf.SplineAutoregressive):
-        return layer.theta(params, x)[:, :, 0]               # the first width logit of each spline
-    return layer.mu_s(params, x)[0]                           # the shift mu
+        return layer.theta(params, x, context)[:, :, 0]      # the first width logit of each spline
+    return layer.mu_s(params, x, context)[0]                  # the shift mu
 
 
 @pytest.mark.parametrize("name", AUTOREGRESSIVE)
@@ -203,8 +209,7 @@ def test_autoregressive_jacobian_is_lower_triangular(name, direction, data):
         # Checked on the conditioner at the drawn point, not on the whole layer: a MAF's forward
         # pass (the IAF's inverse) can scale its inputs by e^5 per pass, and at |z| ~ 100 every
         # tanh unit saturates to exactly +-1, so the layer's off-diagonal entries are exact zeros.
-        autoregressive = layer.layer if isinstance(layer, tf.Invert) else layer
-        conditioner = tf.autograd_jacobian(lambda p: conditioner_output(autoregressive, params, p), x)
+        conditioner = tf.autograd_jacobian(lambda p: conditioner_output(layer, params, p), x)
         assert np.abs(np.tril(conditioner, -1)).max() > 0
 
 
