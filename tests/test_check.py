@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import tinyflow as tf
+from tinyflow.strategies import perturb_params
 
 X = np.array([[0.7, -1.2], [-0.4, 2.0], [1.5, 0.3], [-2.2, -0.8]])   # both signs in each column
 
@@ -71,3 +72,25 @@ def test_check_layer_passes_every_library_layer_at_pushed_parameters():
         layer = factory()
         x = both_signs(np.random.default_rng(1).uniform(-3, 3, (4, dim)))
         tf.check_layer(layer, perturb_params(layer, dim, 2, 0.7), x)
+
+
+class ContextIgnoredOnTheWayBack(tf.AffineCoupling):
+    """A conditional coupling whose inverse forgets the context (uses zeros): right at c = 0 only."""
+
+    def inverse(self, params, y, context=None):
+        return super().inverse(params, y, np.zeros_like(context))
+
+
+def test_check_layer_checks_a_conditional_layer_at_the_given_context():
+    layer = tf.AffineCoupling([1, 0], (8,), context_dim=2)
+    params = perturb_params(layer, 2, 0, 0.7)
+    errors = tf.check_layer(layer, params, X, context=[0.5, -1.0])
+    assert errors["round trip x -> y -> x"] < 1e-12
+
+
+def test_check_layer_catches_an_inverse_that_ignores_the_context():
+    layer = ContextIgnoredOnTheWayBack([1, 0], (8,), context_dim=2)
+    params = perturb_params(layer, 2, 0, 0.7)
+    tf.check_layer(layer, params, X, context=[0.0, 0.0])          # where the bug cannot show
+    with pytest.raises(AssertionError, match="round trip"):
+        tf.check_layer(layer, params, X, context=[0.5, -1.0])

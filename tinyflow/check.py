@@ -56,14 +56,21 @@ def _finite_difference_error(f, x, log_det, h, tol):
     return _relative(log_det[converged], fine[converged]) if converged.any() else 0.0
 
 
-def check_layer(layer, params, x, tol=1e-6, h=1e-5):
+def check_layer(layer, params, x, tol=1e-6, h=1e-5, context=None):
     """Check `layer` at the points x (N, D); return a dict of errors, raise AssertionError if any
-    exceeds tol. Choose x so that every branch of a piecewise layer is visited."""
+    exceeds tol. Choose x so that every branch of a piecewise layer is visited.
+    context: for a conditional layer, one context row (C,), given to every point: the layer is
+    checked as the bijection in x it is at that context (call once per context to check several)."""
     x = check_points(x)
-    y, log_det = layer.forward(params, x)
-    x_back, log_det_inverse = layer.inverse(params, y)
-    y_back = layer.forward(params, x_back)[0]
-    forward = lambda points: layer.forward(params, points)[0]
+    if context is not None:
+        row = check_points(onp.reshape(context, (1, -1)), name="context")
+        given = lambda points: (onp.repeat(row, len(points), axis=0),)
+    else:
+        given = lambda points: ()
+    y, log_det = layer.forward(params, x, *given(x))
+    x_back, log_det_inverse = layer.inverse(params, y, *given(y))
+    y_back = layer.forward(params, x_back, *given(x_back))[0]
+    forward = lambda points: layer.forward(params, points, *given(points))[0]
     errors = {
         "round trip x -> y -> x": _relative(x_back, x),
         "round trip y -> x -> y": _relative(y_back, y),
