@@ -23,6 +23,10 @@ def test_quick_benchmark_prints_tables_and_writes_matching_json(tmp_path):
     spline = results["spline_step"]
     assert [row["model"].split()[2] for row in spline] == ["affine", "spline"]       # equal-size pair, one ratio
     assert spline[1]["ratio"] == spline[1]["ms"] / spline[0]["ms"] and f"{spline[1]['ratio']:.2f}x" in result.stdout
+    conditional = results["conditional_step"]                  # pairs: without, then with a context
+    assert all("context" not in plain["model"] and "context" in with_context["model"]
+               and with_context["ratio"] == with_context["ms"] / plain["ms"] and f"{with_context['ratio']:.2f}x" in result.stdout
+               for plain, with_context in zip(conditional[::2], conditional[1::2])) and len(conditional) == 4
     assert [row["path"] for row in results["fresh_process"]] == ["fit", "nested"]  # both paths a student takes
     assert all(math.isfinite(row["ms"]) and f"median {row['ms']:7.2f} ms" in result.stdout
                for row in results["fresh_process"])

@@ -7,6 +7,7 @@ untimed ones (the first calls fill caches and import lazily). The tables:
 
     training step   loss, gradient, AdamW update (fit's path) for the tutorial models
     spline step     a spline coupling flow beside an affine one of the same size, timed in turns
+    conditional     conditional flows (context_dim=C) beside the same flows without a context, in turns
     fresh process   the first 50 steps of the chapter-5 model in a new Python process, in the
                     environment as the user has it (no OPENBLAS_NUM_THREADS set), on fit's path
                     and on the path a student writes: autograd.value_and_grad of the loss on the
@@ -100,6 +101,50 @@ def spline_models(quick):
     spline = [SplineCoupling(mask, hidden=(64, 64), num_bins=8, bound=4.0, activation="relu") for mask in masks]
     return [(f"{layers} x affine coupling (64,64) relu, Banana", Flow(StandardNormal(2), affine), Banana(), batch),
             (f"{layers} x spline coupling (64,64) relu, 8 bins", Flow(StandardNormal(2), spline), Banana(), batch)]
+
+
+def conditional_models(quick):
+    """(name, flow, sample_data, batch size) in pairs, without and with a context of C columns:
+    8 affine couplings (64, 64) ReLU in 2D with C = 2, and a 5-layer MAF (64, 64) in 10D with
+    C = 10 (the sizes of chapter 11's gaussian_linear task). The context is random: the cost
+    does not depend on what it means."""
+    couplings, mafs, batch = (2, 2, 32) if quick else (8, 5, 512)
+
+    def coupling_flow(context_dim):
+        return Flow(StandardNormal(2), [AffineCoupling(mask, (64, 64), activation="relu", context_dim=context_dim)
+                                        for mask in alternating_masks(2, couplings)])
+
+    def maf_flow(context_dim):
+        layers = []
+        for _ in range(mafs):
+            layers += [Invert(AffineAutoregressive((64, 64), context_dim=context_dim)), Reverse()]
+        return Flow(StandardNormal(10), layers)
+
+    def pairs(dim, context_dim):
+        return lambda rng, n: (rng.standard_normal((n, dim)), rng.standard_normal((n, context_dim)))
+
+    banana = Banana().sample
+    return [(f"{couplings} x affine coupling (64,64) relu, 2D", coupling_flow(None), banana, batch),
+            (f"  the same with a context, C = 2", coupling_flow(2), pairs(2, 2), batch),
+            (f"{mafs} x MAF (64,64) + Reverse, 10D", maf_flow(None), lambda rng, n: rng.standard_normal((n, 10)), batch),
+            (f"  the same with a context, C = 10", maf_flow(10), pairs(10, 10), batch)]
+
+
+def interleaved(models, repeats, warmup):
+    """Median and fastest wall time (ms) of each model's training step, the models taking turns
+    so that all of them see the same machine: on a shared one the ratios are the numbers."""
+    steps = [training_step(flow, sample_data, batch) for _, flow, sample_data, batch in models]
+    times = [[] for _ in steps]
+    for step in steps:
+        for _ in range(warmup):
+            step()
+    for _ in range(repeats):
+        for step, row in zip(steps, times):
+            start = time.perf_counter()
+            step()
+            row.append(1e3 * (time.perf_counter() - start))
+    return [{"model": name, "batch": batch, "ms": statistics.median(row), "min_ms": min(row)}
+            for (name, _, _, batch), row in zip(models, times)]
 
 
 FRESH_PROCESS = """
@@ -203,26 +248,19 @@ def run(quick=False, repeats=None):
     repeats = repeats or (2 if quick else 30)
     warmup = 1 if quick else 5
     results = {"machine": machine(), "quick": quick, "repeats": repeats, "warmup": warmup,
-               "training_step": [], "spline_step": [], "fresh_process": [], "scaling": [], "peak_memory": []}
+               "training_step": [], "spline_step": [], "conditional_step": [], "fresh_process": [], "scaling": [], "peak_memory": []}
     for name, flow, target, batch in tutorial_models(quick):
         step = training_step(flow, target.sample, batch)
         results["training_step"].append({"model": name, "batch": batch, **timings(step, repeats, warmup)})
         results["peak_memory"].append({"model": name, "batch": batch, "MiB": peak_memory_mib(step)})
-    steps = [training_step(flow, target.sample, batch) for _, flow, target, batch in spline_models(quick)]
-    rows = [{"model": name, "batch": batch} for name, _, _, batch in spline_models(quick)]
-    for row, step in zip(rows, steps):
-        row["times"] = []
-        for _ in range(warmup):
-            step()
-    for _ in range(repeats):            # interleaved, so both see the same machine: the ratio is the number
-        for row, step in zip(rows, steps):
-            start = time.perf_counter()
-            step()
-            row["times"].append(1e3 * (time.perf_counter() - start))
-    for row in rows:
-        row["ms"], row["min_ms"] = statistics.median(row["times"]), min(row.pop("times"))
+    rows = interleaved([(name, flow, target.sample, batch) for name, flow, target, batch in spline_models(quick)],
+                       repeats, warmup)
     rows[1]["ratio"] = rows[1]["ms"] / rows[0]["ms"]
     results["spline_step"] = rows
+    rows = interleaved(conditional_models(quick), repeats, warmup)
+    for plain, conditional in zip(rows[::2], rows[1::2]):
+        conditional["ratio"] = conditional["ms"] / plain["ms"]
+    results["conditional_step"] = rows
     results["fresh_process"] = [fresh_process(path, quick, 5 if quick else 50) for path in ("fit", "nested")]
     dims, batches = ((2, 4), (32, 64)) if quick else ((2, 8, 32, 64), (256, 1024, 4096, 16384))
     results["scaling"] = scaling(dims, batches, max(1, repeats // 6), warmup=1)
@@ -243,6 +281,10 @@ def print_tables(results):
     print(f"\n{'spline against affine, interleaved steps':46s} {'batch':>6s} {'ms':>9s} {'min ms':>9s}")
     for row in results["spline_step"]:
         ratio = f"   {row['ratio']:.2f}x the affine step" if "ratio" in row else ""
+        print(f"{row['model']:46s} {row['batch']:6d} {row['ms']:9.2f} {row['min_ms']:9.2f}{ratio}")
+    print(f"\n{'conditional against unconditional, interleaved':46s} {'batch':>6s} {'ms':>9s} {'min ms':>9s}")
+    for row in results["conditional_step"]:
+        ratio = f"   {row['ratio']:.2f}x without a context" if "ratio" in row else ""
         print(f"{row['model']:46s} {row['batch']:6d} {row['ms']:9.2f} {row['min_ms']:9.2f}{ratio}")
     print(f"\nfirst steps of {results['training_step'][1]['model']} in a fresh process, default environment "
           f"(no OPENBLAS_NUM_THREADS):")
