@@ -29,7 +29,7 @@ from .affine import affine, affine_inverse, soft_clamp
 from .columns import concat_columns, take_columns
 from .made import made, made_masks
 from .mlp import mlp_init
-from .validate import check_context, check_context_dim, check_dim, check_hidden, check_points, check_positive
+from .validate import check_context, check_context_dim, check_dim, check_hidden, check_points, check_positive, given
 
 
 class AffineAutoregressive:
@@ -64,13 +64,13 @@ class AffineAutoregressive:
 
     def forward(self, params, z, context=None):
         z, context = self._check(params, z, context, "z")
-        mu, s = self.mu_s(params, z, context)
+        mu, s = self.mu_s(params, z, *given(context))
         return affine(z, s, mu), np.sum(s, axis=1)               # mu + exp(s) * z
 
     def inverse(self, params, y, context=None):
         y, context = self._check(params, y, context, "y")
         z = y
         for _ in range(y.shape[1]):           # pass i fixes coordinate i
-            mu, s = self.mu_s(params, z, context)
+            mu, s = self.mu_s(params, z, *given(context))
             z = affine_inverse(y, s, mu)      # (y - mu) * exp(-s)
         return z, -np.sum(s, axis=1)

@@ -32,7 +32,7 @@ import autograd.numpy as np
 from .affine import affine, affine_inverse, soft_clamp
 from .columns import concat_columns, merge_columns, take_columns
 from .mlp import mlp, mlp_init
-from .validate import check_context, check_context_dim, check_dim, check_hidden, check_points, check_positive
+from .validate import check_context, check_context_dim, check_dim, check_hidden, check_points, check_positive, given
 
 
 def alternating_masks(dim, num_layers):
@@ -79,7 +79,7 @@ class AffineCoupling:
         x = check_points(x, len(self.mask))
         context = check_context(context, self.context_dim, len(x), self)
         x_a, x_b = take_columns(x, self.index_a), take_columns(x, self.index_b)
-        s, t = self.s_t(params, x_a, context)
+        s, t = self.s_t(params, x_a, *given(context))
         y_b = affine(x_b, s, t)                                   # x_b * exp(s) + t
         return merge_columns(x_a, y_b, self.index_a, self.index_b), np.sum(s, axis=1)
 
@@ -87,6 +87,6 @@ class AffineCoupling:
         y = check_points(y, len(self.mask), "y")
         context = check_context(context, self.context_dim, len(y), self)
         y_a, y_b = take_columns(y, self.index_a), take_columns(y, self.index_b)
-        s, t = self.s_t(params, y_a, context)
+        s, t = self.s_t(params, y_a, *given(context))
         x_b = affine_inverse(y_b, s, t)                           # (y_b - t) * exp(-s)
         return merge_columns(y_a, x_b, self.index_a, self.index_b), -np.sum(s, axis=1)

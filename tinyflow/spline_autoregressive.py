@@ -26,7 +26,7 @@ from .made import made, made_masks
 from .mlp import mlp_init
 from .spline import check_num_bins
 from .spline_backprop import rational_quadratic
-from .validate import check_context, check_context_dim, check_dim, check_hidden, check_points, check_positive
+from .validate import check_context, check_context_dim, check_dim, check_hidden, check_points, check_positive, given
 
 
 class SplineAutoregressive:
@@ -61,12 +61,12 @@ class SplineAutoregressive:
 
     def forward(self, params, z, context=None):
         z, context = self._check(params, z, context, "z")
-        y, log_det = rational_quadratic(z, self.theta(params, z, context), self.bound, False)
+        y, log_det = rational_quadratic(z, self.theta(params, z, *given(context)), self.bound, False)
         return y, np.sum(log_det, axis=1)
 
     def inverse(self, params, y, context=None):
         y, context = self._check(params, y, context, "y")
         z = y
         for _ in range(y.shape[1]):           # pass i fixes coordinate i
-            z, log_det = rational_quadratic(y, self.theta(params, z, context), self.bound, True)
+            z, log_det = rational_quadratic(y, self.theta(params, z, *given(context)), self.bound, True)
         return z, np.sum(log_det, axis=1)

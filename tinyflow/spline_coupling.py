@@ -28,7 +28,7 @@ from .columns import concat_columns, merge_columns, take_columns
 from .mlp import mlp, mlp_init
 from .spline import check_num_bins
 from .spline_backprop import rational_quadratic
-from .validate import check_context, check_context_dim, check_dim, check_hidden, check_points, check_positive
+from .validate import check_context, check_context_dim, check_dim, check_hidden, check_points, check_positive, given
 
 
 class SplineCoupling:
@@ -63,7 +63,7 @@ class SplineCoupling:
         v = check_points(v, len(self.mask), "y" if inverse else "x")
         context = check_context(context, self.context_dim, len(v), self)
         v_a, v_b = take_columns(v, self.index_a), take_columns(v, self.index_b)
-        out_b, log_det = rational_quadratic(v_b, self.theta(params, v_a, context), self.bound, inverse)
+        out_b, log_det = rational_quadratic(v_b, self.theta(params, v_a, *given(context)), self.bound, inverse)
         return merge_columns(v_a, out_b, self.index_a, self.index_b), np.sum(log_det, axis=1)
 
     def forward(self, params, x, context=None):

@@ -114,3 +114,9 @@ def check_context(context, context_dim, n, layer):
         raise ValueError(f"context must have one row per point, shape ({n}, {context_dim}), "
                          f"got shape {getval(context).shape}")
     return context
+
+
+def given(context):
+    """The context as extra call arguments: () without one, so a conditioner written without a
+    context (a subclass overriding mu_s(params, z), say) is still called as it expects."""
+    return () if context is None else (context,)
