@@ -22,12 +22,14 @@ from . import datasets                      # tinyflow.datasets.digits(): real d
 from .autoregressive import AffineAutoregressive
 from .check import autograd_jacobian, check_layer, numerical_jacobian
 from .claims import claims
+from .continuous import ContinuousFlow
 from .coupling import AffineCoupling, alternating_masks
 from .distributions import DiagNormal, StandardNormal
 from .elementwise import Affine, Exp
 from .energies import Energy, GaussianMixture, format_reverse_report, grid_entropy, grid_log_Z, reverse_report
 from .evaluate import format_report, held_out_report
 from .flow import Flow
+from .flow_matching import flow_matching_batches, flow_matching_loss
 from .invert import Invert
 from .io import load_params, save_params
 from .leaky_relu import LeakyReLU
@@ -58,4 +60,5 @@ __all__ = [
     "Planar", "Radial",
     "Checkerboard",
     "datasets",
+    "ContinuousFlow", "flow_matching_batches", "flow_matching_loss",
 ]
