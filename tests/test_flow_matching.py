@@ -110,6 +110,17 @@ def test_batches_hold_data_rows_base_draws_and_uniform_times():
     assert 0 <= t.min() and t.max() <= 1 and abs(t.mean() - 0.5) < 0.02
 
 
+def test_fit_takes_fixed_pairs_as_tuple_data():
+    # fit shuffles a tuple of 2D arrays row by row, so t may come as a column (N, 1)
+    flow = tf.ContinuousFlow(tf.StandardNormal(2), hidden=(8,))
+    params = flow.init(np.random.default_rng(0))
+    x1, x0, t = tf.flow_matching_batches(flow, params, Gaussian().sample)(np.random.default_rng(1), 512)
+    loss = tf.flow_matching_loss(flow)
+    assert loss(params, (x1, x0, t[:, None])) == loss(params, (x1, x0, t))
+    trained, history = tf.fit(loss, params, (x1, x0, t[:, None]), np.random.default_rng(2), 50, 64, 1e-2, verbose=False)
+    assert loss(trained, (x1, x0, t)) < loss(params, (x1, x0, t))
+
+
 def test_batches_draw_from_a_sampler():
     flow = tf.ContinuousFlow(tf.StandardNormal(2), hidden=(8,))
     sampler = tf.flow_matching_batches(flow, flow.init(np.random.default_rng(0)), tf.ShiftedGaussian().sample)

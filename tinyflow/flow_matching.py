@@ -19,7 +19,7 @@ flow_matching_batches builds the sampler that draws batch = (x1, x0, t). The bas
 
     fit(flow_matching_loss(flow), params, flow_matching_batches(flow, params, data), rng, ...)
 
-Shapes: x1, x0 (N, D); t (N,); the loss is a scalar.
+Shapes: x1, x0 (N, D); t (N,) (or (N, 1)); the loss is a scalar.
 
 Copy with: flow_matching.py, validate.py (and an empty __init__.py).
 """
@@ -65,7 +65,9 @@ def _checked(batch, dim):
                         f"as flow_matching_batches draws it; got {type(batch).__name__}")
     x1, x0 = check_points(batch[0], dim, "x1"), check_points(batch[1], dim, "x0")
     t = onp.asarray(batch[2], dtype=float)
+    if t.shape == (len(x1), 1):                     # a column, as fit's tuple data keeps arrays 2D
+        t = t[:, 0]
     if x0.shape != x1.shape or t.shape != (len(x1),):
-        raise ValueError(f"x1, x0 and t must have shapes (N, {dim}), (N, {dim}) and (N,), got "
+        raise ValueError(f"x1, x0 and t must have shapes (N, {dim}), (N, {dim}) and (N,) (or (N, 1)), got "
                          f"{onp.shape(x1)}, {onp.shape(x0)} and {t.shape}")
     return x1, x0, t
