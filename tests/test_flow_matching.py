@@ -144,3 +144,98 @@ def test_bad_batch_raises_an_error_naming_the_expectation(batch, error, match):
 def test_a_flow_without_a_velocity_is_refused():
     with pytest.raises(TypeError, match="velocity"):
         tf.flow_matching_loss(tf.Flow(tf.StandardNormal(2), [tf.Affine()]))
+
+
+def averaged_batch(base, base_params, rng, n, data_sample):
+    x1, x0, t = data_sample(rng, n), base.sample(base_params, rng, n), rng.uniform(size=n)
+    return (x1, x0, t), tf.flow_matching.averaged_pair(base, base_params, x1, x0, t)
+
+
+def test_averaged_pairs_pass_through_the_same_point_at_the_same_time():
+    base, base_params = tf.DiagNormal(2), {"loc": np.array([1.0, -2.0]), "log_scale": np.array([0.3, -0.5])}
+    (x1, x0, t), (x1_a, x0_a, t_a) = averaged_batch(base, base_params, np.random.default_rng(0), 300, Gaussian().sample)
+    x_t = (1 - t)[:, None] * x0 + t[:, None] * x1
+    assert np.array_equal(t_a, t)
+    assert np.max(np.abs((1 - t)[:, None] * x0_a + t[:, None] * x1_a - x_t)) < 1e-12 * (1 + np.abs(x_t).max())
+
+
+def test_averaging_over_one_point_keeps_its_own_velocity():
+    base = tf.StandardNormal(2)
+    (x1, x0, t), (x1_a, x0_a, _) = averaged_batch(base, {}, np.random.default_rng(1), 1, Gaussian().sample)
+    assert np.allclose(x1_a - x0_a, x1 - x0, rtol=0, atol=1e-12)
+
+
+def test_the_weights_are_the_base_density_of_each_line_start():
+    # the same average written directly: w_j proportional to p_base((x_t - t x1_j) / (1 - t))
+    base, base_params = tf.DiagNormal(2), {"loc": np.array([0.5, 0.0]), "log_scale": np.array([0.2, -0.3])}
+    (x1, x0, t), (x1_a, x0_a, _) = averaged_batch(base, base_params, np.random.default_rng(2), 40, Gaussian().sample)
+    x_t = (1 - t)[:, None] * x0 + t[:, None] * x1
+    for i in range(40):
+        starts = (x_t[i] - t[i] * x1) / (1 - t[i])
+        log_w = base.log_prob(base_params, starts)
+        w = np.exp(log_w - log_w.max())
+        expected = (w / w.sum()) @ (x1 - starts)
+        assert np.allclose(x1_a[i] - x0_a[i], expected, rtol=0, atol=1e-9 * (1 + np.abs(expected).max()))
+
+
+def test_averaged_targets_approach_the_conditional_mean_with_less_spread():
+    # known case (module docstring): u(x, t) = (2t - 1) x / ((1 - t)^2 + t^2). Over a batch of 4000, for
+    # t < 1/2 the averaged targets sit within 0.05 of u (rms; measured 0.02-0.03) where the plain ones
+    # scatter by 1.6-1.9. Near t = 1 few lines pass close to x_t and the average keeps more of the
+    # scatter (0.69 for t > 0.9), but over all t it stays well under half of the plain targets'.
+    (x1, x0, t), (x1_a, x0_a, _) = averaged_batch(tf.StandardNormal(2), {}, np.random.default_rng(3), 4000,
+                                                  lambda rng, n: rng.standard_normal((n, 2)))
+    u = u_known((1 - t)[:, None] * x0 + t[:, None] * x1, t)
+    early = t < 0.5
+
+    def rms(v, rows=slice(None)):
+        return np.sqrt(np.mean(np.sum(v[rows] ** 2, axis=1)))
+    assert rms(x1_a - x0_a - u, early) < 0.05 and rms(x1 - x0 - u, early) > 1
+    assert rms(x1_a - x0_a - u) < 0.5 * rms(x1 - x0 - u)
+
+
+def test_averaged_targets_stay_finite_as_t_reaches_one():
+    base = tf.StandardNormal(2)
+    rng = np.random.default_rng(4)
+    x1, x0 = rng.standard_normal((50, 2)) * 10, rng.standard_normal((50, 2))
+    t = 1 - np.logspace(-16, -1, 50)
+    x1_a, x0_a, _ = tf.flow_matching.averaged_pair(base, {}, x1, x0, t)
+    assert np.all(np.isfinite(x1_a)) and np.all(np.isfinite(x0_a))
+    assert np.allclose(x1_a[:40] - x0_a[:40], (x1 - x0)[:40], rtol=0, atol=1e-6)   # own line only, near t = 1
+
+
+def test_averaged_batches_come_from_the_sampler():
+    flow = tf.ContinuousFlow(tf.StandardNormal(2), hidden=(8,))
+    params = flow.init(np.random.default_rng(0))
+    plain = tf.flow_matching_batches(flow, params, Gaussian().sample)(np.random.default_rng(5), 100)
+    x1_a, x0_a, t_a = tf.flow_matching_batches(flow, params, Gaussian().sample, average=True)(np.random.default_rng(5), 100)
+    assert np.array_equal(t_a, plain[2])
+    assert np.allclose((1 - t_a)[:, None] * x0_a + t_a[:, None] * x1_a,
+                       (1 - plain[2])[:, None] * plain[1] + plain[2][:, None] * plain[0], rtol=0, atol=1e-12)
+
+
+def test_averaging_refuses_a_base_that_is_not_gaussian():
+    class Uniform:
+        dim = 2
+
+        def init(self, rng):
+            return {}
+
+        def sample(self, params, rng, n):
+            return rng.uniform(size=(n, 2))
+    with pytest.raises(TypeError, match="Gaussian base"):
+        tf.flow_matching.averaged_pair(Uniform(), {}, np.zeros((3, 2)), np.zeros((3, 2)), np.zeros(3))
+    with pytest.raises(TypeError, match="average must be True or False"):
+        tf.flow_matching_batches(tf.ContinuousFlow(tf.StandardNormal(2), hidden=(8,)), {"base": {}}, Gaussian().sample,
+                                 average="yes")
+
+
+def test_fit_trains_a_continuous_flow_on_averaged_targets():
+    # as test_fit_trains_a_continuous_flow_by_flow_matching, with the averaged targets (measured: KL 0.0047 +- 0.0018; plain 0.0099 +- 0.0026)
+    flow = tf.ContinuousFlow(tf.StandardNormal(2), hidden=(16, 16), num_steps=8)
+    params = flow.init(np.random.default_rng(0))
+    batches = tf.flow_matching_batches(flow, params, Gaussian().sample, average=True)
+    params, history = tf.fit(tf.flow_matching_loss(flow), params, batches, np.random.default_rng(1), 1000, 256, 1e-2,
+                             schedule="cosine", verbose=False)
+    report = tf.held_out_report(flow, params, Gaussian(), np.random.default_rng(2), 5000)
+    assert report["kl"] < 0.03 and history["skipped"] == 0

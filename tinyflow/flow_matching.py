@@ -17,15 +17,27 @@ Every draw is made outside the loss, so loss(params, batch) is a plain function,
 flow_matching_batches builds the sampler that draws batch = (x1, x0, t). The base is not trained
 (x0 is drawn from params["base"] as given).
 
+That floor is noise in every gradient. average=True removes most of it (the "stable target field"
+of Xu et al. 2023): the line through x_t could have come from any data point x1_j of the batch,
+starting at x0_j = (x_t - t x1_j) / (1 - t), and is as likely to have as the base's density there, so
+
+    target = sum_j w_j (x1_j - x0_j),   w_j = p_base(x0_j) / sum_k p_base(x0_k)
+
+(the factor (1 - t)^-D of the change of variables is the same for every j). That is E[x1 - x0 | x_t]
+with the data replaced by the batch: biased by O(1 / batch size), but far less noisy. The sampler
+then returns the pair (x1', x0') = (x_t + (1 - t) target, x_t - t target), which has the same x_t and
+velocity x1' - x0' = target, so the loss is unchanged.
+
     fit(flow_matching_loss(flow), params, flow_matching_batches(flow, params, data), rng, ...)
 
 Shapes: x1, x0 (N, D); t (N,) (or (N, 1)); the loss is a scalar.
 
-Copy with: flow_matching.py, validate.py (and an empty __init__.py).
+Copy with: flow_matching.py, distributions.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
 import numpy as onp
 
+from .distributions import DiagNormal, StandardNormal
 from .validate import check_points, check_rng
 
 
@@ -43,19 +55,44 @@ def flow_matching_loss(flow):
     return loss
 
 
-def flow_matching_batches(flow, params, data):
+def flow_matching_batches(flow, params, data, average=False):
     """sampler(rng, n) -> (x1, x0, t): x1 n rows of the data (a sampler data(rng, n), or an (M, D)
     array whose rows are drawn with replacement), x0 n draws of the flow's base with params["base"],
-    t n draws of U[0, 1]."""
+    t n draws of U[0, 1]. average=True: each pair's velocity averaged over the batch (see above)."""
     if not callable(data):
         data = check_points(data, flow.dim, "data")
+    if not isinstance(average, bool):
+        raise TypeError(f"average must be True or False, got {average!r}")
     base_params = params["base"]
 
     def sampler(rng, n):
         check_rng(rng)
         x1 = data(rng, n) if callable(data) else data[rng.integers(0, len(data), n)]
-        return x1, flow.base.sample(base_params, rng, n), rng.uniform(0.0, 1.0, n)
+        x0, t = flow.base.sample(base_params, rng, n), rng.uniform(0.0, 1.0, n)
+        return averaged_pair(flow.base, base_params, x1, x0, t) if average else (x1, x0, t)
     return sampler
+
+
+def averaged_pair(base, base_params, x1, x0, t):
+    """(x1', x0', t): x_t kept, x1' - x0' = sum_j w_j (x1_j - x0_j), the velocity averaged over the
+    batch's data points, each weighted by the base density of the start its line through x_t needs.
+    base: StandardNormal or DiagNormal, z = loc + scale eps."""
+    if not isinstance(base, (StandardNormal, DiagNormal)):
+        raise TypeError(f"average=True needs a Gaussian base (StandardNormal, DiagNormal), got {type(base).__name__}")
+    loc = onp.asarray(base.from_noise(base_params, onp.zeros(x1.shape[1])))
+    scale = onp.asarray(base.from_noise(base_params, onp.ones(x1.shape[1]))) - loc
+    s = (1 - t)[:, None]                                              # 1 - t >= 2^-53: U[0, 1) never gives 1
+    x_t = s * x0 + t[:, None] * x1
+    # log p_base(x0_j) = -|(x0_j - loc) / scale|^2 / 2 + const, and (x0_j - loc) / scale = (a - t b_j) / (1 - t)
+    # with a = (x_t - (1 - t) loc) / scale, b_j = x1_j / scale. |a|^2 is the same for every j: dropped.
+    a, b = (x_t - s * loc) / scale, x1 / scale
+    log_w = (t[:, None] * (a @ b.T) - 0.5 * t[:, None] ** 2 * onp.sum(b ** 2, axis=1)) / s ** 2
+    w = onp.exp(log_w - log_w.max(axis=1, keepdims=True))
+    w /= w.sum(axis=1, keepdims=True)
+    # x1_j - x0_j = (x1 - x0) + (x1_j - x1) / (1 - t), relative to the point's own pair: as t -> 1 the
+    # other weights vanish faster than 1 / (1 - t) grows, and the own velocity stays exact.
+    target = (x1 - x0) + (w @ x1 - x1) / s
+    return x_t + s * target, x_t - t[:, None] * target, t
 
 
 def _checked(batch, dim):
