@@ -1,0 +1,128 @@
+"""Chapter 11 in --quick mode: each q(b | a) integrates to 1 and the joint KL by quadrature is
+E_a of the conditional KLs; the gaussian_linear KL is printed for every budget and dimension; the
+two-moons likelihood matches its simulations, its posterior's normaliser is log 2 where both
+crescents lie in the prior box and puts exactly half the mass on each side of the mirror line;
+every KL respects its lower bound; every training result is printed beside its range; the
+figures are written."""
+import math
+import re
+
+import pytest
+
+from chapter_runner import run_chapter
+
+FIGURES = ["ch11_conditional_1d.png", "ch11_gaussian_linear.png", "ch11_two_moons_likelihood.png",
+           "ch11_two_moons.png"]
+NUMBER = r"(-?[\d.]+(?:e[-+]\d+)?)"
+CLAIM = re.compile(r"^(.+?): \S+ \(text, full run: \S+ to \S+ over seeds 0-4; a --quick run is not compared\)$",
+                   re.MULTILINE)
+BUDGETS = [1000, 10000, 100000]
+NUM_CLAIMS = 3 + 6 + 2 + 1 + 4 + 2 * 2 + 1   # section 1, KL per (D, budget), its falls, best step, moons KL,
+                                              # q(B) and KL(q_B) near the edge, mode shares
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("ch11")
+    return run_chapter("ch11_conditional.py", tmp_path), tmp_path
+
+
+def numbers(pattern, text):
+    match = re.search(pattern, text)
+    assert match, f"no line matching {pattern!r}"
+    return [float(g) for g in match.groups()]
+
+
+def test_each_conditional_density_integrates_to_one(run):
+    error, = numbers(rf"integral of q\(b \| a\) over b: within {NUMBER} of 1 at all 101 values of a", run[0])
+    assert error < 1e-6
+
+
+def test_joint_kl_by_quadrature_agrees_with_monte_carlo(run):
+    quadrature, mc, se = numbers(rf"joint KL of p\(a\) q\(b \| a\): quadrature {NUMBER}; paired Monte Carlo on "
+                                 rf"\d+ held-out pairs {NUMBER} \+- {NUMBER}", run[0])
+    assert quadrature >= 0 and abs(quadrature - mc) < 5 * se
+
+
+def test_ratio_to_chapter_5_is_the_joint_kl_over_its_range(run):
+    joint, = numbers(rf"joint KL of p\(a\) q\(b \| a\): quadrature {NUMBER}", run[0])
+    low, high = numbers(rf"this one is {NUMBER} to {NUMBER} of it", run[0])
+    assert low == pytest.approx(joint / 0.0139, abs=6e-4) and high == pytest.approx(joint / 0.0119, abs=6e-4)
+
+
+@pytest.mark.parametrize("dim", [10, 2])
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_gaussian_linear_kl_is_printed_per_budget(run, dim, budget):
+    pattern = (rf"D = +{dim}, +{budget} simulations: best validation loss at step +(\d+) of \d+; KL\(posterior \|\| q\) "
+               rf"over \d+ held-out observations: mean {NUMBER} \+- {NUMBER}, largest {NUMBER}")
+    step, mean, se, largest = numbers(pattern, run[0])
+    assert mean <= largest and se > 0
+    assert mean > -5 * se                        # a KL is never negative beyond its noise
+
+
+@pytest.mark.parametrize("dim", [10, 2])
+def test_the_fall_with_the_budget_is_reported(run, dim):
+    assert re.search(rf"D = {dim}: the KL falls as the budget grows: (True|False)", run[0])
+
+
+def test_two_moons_likelihood_matches_its_simulations(run):
+    mass, chi2, dof, ratio = numbers(rf"its integral over the histogram's window {NUMBER}; \d+ simulations, "
+                                     rf"chi\^2 = {NUMBER} on {NUMBER} degrees of freedom \(chi\^2/dof = {NUMBER}\)",
+                                     run[0])
+    assert abs(mass - 1) < 2e-3
+    assert abs(chi2 - dof) < 5 * math.sqrt(2 * dof)   # chi^2 has mean dof and sd sqrt(2 dof)
+
+
+def posterior_lines(text):
+    pattern = (rf"x_o = \(([-+][\d.]+), ([-+][\d.]+)\): \d+ points; log Z = {NUMBER} \(log 2 = 0.69315; halving "
+               rf"the spacing changes it by {NUMBER}\), evidence p\(x_o\) = Z / 4 = {NUMBER}; mass with "
+               rf"theta_1 \+ theta_2 > 0: {NUMBER}; entropy {NUMBER}")
+    return [[float(g) for g in match] for match in re.findall(pattern, text)]
+
+
+def test_posterior_normaliser_is_log_two_when_both_crescents_fit_in_the_box(run):
+    lines = posterior_lines(run[0])
+    assert len(lines) == 4
+    origin = lines[0]                                  # x_o = (0, 0): both crescents well inside
+    # --quick's spacing is 0.0033, a third of the crescent's thickness: first-order error ~7e-3 at its ends
+    assert origin[:2] == [0.0, 0.0] and abs(origin[2] - math.log(2)) < 1e-2
+    for line in lines:
+        assert line[2] <= math.log(2) + 1e-2           # the box can only cut mass away
+        assert line[3] < 1e-2                          # the quadrature has converged to this
+
+
+def test_posterior_puts_half_its_mass_on_each_side_of_the_mirror_line(run):
+    assert all(abs(line[5] - 0.5) < 1e-9 for line in posterior_lines(run[0]))
+
+
+def moons_reports(text):
+    pattern = (rf"x_o = \([-+][\d.]+, [-+][\d.]+\): KL\(posterior \|\| q\) by quadrature = {NUMBER}; q's mass "
+               rf"where p > 0: {NUMBER}, so KL >= -log of it = {NUMBER}; q\(B \| x_o\) = {NUMBER} \+- {NUMBER}, "
+               rf"KL\(posterior \|\| q_B\) = {NUMBER}; of q_B's samples, {NUMBER} have theta_1 \+ theta_2 > 0")
+    found = [[float(g) for g in match] for match in re.findall(pattern, text)]
+    assert len(found) == 4
+    return found
+
+
+def test_two_moons_kl_is_printed_and_above_its_lower_bound(run):
+    for kl, mass, bound, *_ in moons_reports(run[0]):
+        assert 0 < mass <= 1 + 1e-3 and kl >= bound - 1e-3
+
+
+def test_restricting_q_to_the_box_adds_log_q_of_the_box(run):
+    for kl, _, _, kept, se, kl_box, share in moons_reports(run[0]):
+        assert 0 < kept <= 1 and se <= 0.5 / math.sqrt(2000) + 1e-4
+        assert kl_box == pytest.approx(kl + math.log(kept), abs=2e-4) and kl_box <= kl
+        assert 0 <= share <= 1
+
+
+def test_every_training_result_is_printed_once_beside_its_range(run):
+    labels = CLAIM.findall(run[0])
+    assert len(labels) == NUM_CLAIMS and len(set(labels)) == NUM_CLAIMS
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_figure_is_written(run, name):
+    stdout, tmp_path = run
+    assert (tmp_path / "figures" / name).stat().st_size > 10_000
+    assert f"wrote {tmp_path / 'figures' / name}" in stdout
