@@ -49,7 +49,7 @@ start_wall, cpu_marks = time.perf_counter(), [time.process_time()]   # CPU time 
 SEED = args.seed
 SCHEDULE, WARMUP, CLIP_NORM = "cosine", 5 if args.quick else 50, 10.0   # chapter 5's recipe
 # section 1: q(b | a)
-HIDDEN_1 = (32, 32)                         # MADE 1 -> 32 -> 32 -> 2: mu(a) and s(a)
+HIDDEN_1 = (32, 32)                         # MADE [b, a] -> 32 -> 32 -> (mu, s); b is masked out at D = 1
 NUM_STEPS_1 = 30 if args.quick else 1000
 LEARNING_RATE_1, BATCH_SIZE_1 = 1e-2, 512   # fresh pairs of the target every step
 NUM_EVAL = 2_000 if args.quick else 100_000  # held-out pairs behind the Monte Carlo check
@@ -73,7 +73,7 @@ COARSE, FINE = 0.01, 3 if args.quick else 5   # posterior grid: cells of 0.01, F
 OBS_SEED = 11                               # the two-moons observations: the same on every seed
 # One generator per purpose: [SEED, 0] section 1's training, [SEED, 1] its held-out pairs,
 # [SEED, 2, D, n] training at dimension D on budget n, [SEED, 3, D] the held-out observations,
-# [SEED, 4] the likelihood check, [SEED, 5] two-moons training, [SEED, 6] its figures.
+# [SEED, 4] the likelihood check, [SEED, 5] two-moons training, [SEED, 6, k] q's samples at observation k.
 train_rng_1 = np.random.default_rng([SEED, 0])
 
 
@@ -190,11 +190,11 @@ claim("joint KL / chapter 5's smallest KL (0.0119)", joint_kl / CH05_KL[0], 0.01
 # %% [markdown]
 # **Reading the numbers.** Over seeds 0-4 (ten runs: numpy's AVX-512 kernels on and off), the
 # joint KL of $p(a)\,q(b \mid a)$ was 0.00016-0.00026 nats, 1.4%-2.2% of chapter 5's best run,
-# from a network of 1,218 parameters against chapter 5's 70,000-odd, in two seconds of training.
+# from a network of 1,218 parameters against chapter 5's 70,784, in two seconds of training.
 # Two reasons, both worth remembering: the hard edges of $p(a)$, where chapter 5 lost most of its
 # KL, are now exact, and the conditional family contains the answer. The largest KL for a single
-# $a$ was 0.0007-0.0016, at an end of $[1, 2]$, where the network sees the fewest neighbours; the
-# figure shows where the learned mean and scale miss.
+# $a$ was 0.0007-0.0016; on seed 0 it sits at $a = 2$, an end of the range, where the network has
+# data on one side only, and the figure shows the learned mean missing most there.
 
 # %%
 fig, axes = plt.subplots(1, 4, figsize=(17, 3.8), constrained_layout=True)
@@ -249,10 +249,11 @@ cpu_marks.append(time.process_time())
 # warmed up to 5e-3 and decayed along a cosine); every 100 steps `fit` scores the validation
 # pairs and returns the parameters of the best checkpoint (`restore_best`). That is early
 # stopping in its checkpoint form: a small budget overfits, its validation loss turns up after a
-# few hundred steps, and the run keeps the parameters from before. We do not stop the run early
-# (`patience`): with a patience of 10 evaluations at every 50 steps, a 100k run on seed 1 stopped
-# at step 400-900, during a noisy stretch at the peak step size, and its KL was ten times larger
-# than on the other seeds; the checkpoint choice alone is stable.
+# few hundred steps, and the run keeps the parameters from before. We do not also stop the run
+# early (`patience`): in trial runs with a patience of 10 evaluations every 50 steps, one 100k run
+# at $D = 10$ stopped after a noisy stretch at the peak step size, with its best checkpoint at step
+# 400 and a KL ten times that of the other seeds (0.059 against 0.006); at $D = 2$ even a patience
+# of 20 cut some 100k runs short. The checkpoint choice alone is stable.
 #
 # **The score.** For each of 100 held-out observations $x_o$, drawn from the prior predictive
 # (prior, then simulator) with a generator the training never sees, the exact
@@ -328,14 +329,14 @@ for dim in (10, 2):
           f"(x{means[0] / means[1]:.1f} from 1k to 10k, x{means[1] / means[2]:.1f} from 10k to 100k)")
 kl_10 = [results_2[10, budget][3].mean() for budget in BUDGETS]
 claim("D = 10: KL with 1k simulations / KL with 10k", kl_10[0] / kl_10[1], 6.9, 10.8, fmt=".1f")
-claim("D = 10: KL with 10k simulations / KL with 100k", kl_10[1] / kl_10[2], 4.2, 5.2, fmt=".1f")
+claim("D = 10: KL with 10k simulations / KL with 100k", kl_10[1] / kl_10[2], 4.2, 5.1, fmt=".1f")
 claim("D = 10, 1000 simulations: best validation step", results_2[10, 1_000][2]["best_step"], 100, 500, fmt=".0f")
 
 # %% [markdown]
 # **Reading the numbers.** Over seeds 0-4 (ten runs; numpy's AVX-512 kernels on and off gave the
 # same numbers here) at $D = 10$ the mean KL was 0.260-0.363 nats with 1k simulations,
 # 0.030-0.038 with 10k and 0.0061-0.0079 with 100k: 6.9-10.8 times smaller from 1k to 10k and
-# 4.2-5.2 times from 10k to 100k, falling on every run. The 1k run's best checkpoint came at step
+# 4.2-5.1 times from 10k to 100k, falling on every run. The 1k run's best checkpoint came at step
 # 100-500 of 3,000; after that it fits its 800 training pairs better and the rest of the world
 # worse, and the checkpoint choice throws that away. The 1k row is also the widest: each seed
 # simulates another 1,000 pairs, and with so few the data set itself differs from seed to seed.
@@ -525,14 +526,15 @@ for x, (theta, log_post, h, log_Z) in zip(x_obs_moons, posteriors):
           f"entropy {-np.sum(mass * log_post):.3f}")
 
 # %% [markdown]
-# **The flow.** Four `SplineCoupling` layers with `context_dim=2` (16 bins, bound $B = 4$, ReLU
+# **The flow.** Four `SplineCoupling` layers with `context_dim=2` (16 bins, `bound=4`, ReLU
 # conditioners $[\theta_a, x] \to 64 \to 64 \to 47$), then one conditional MAF layer,
 # `Invert(AffineAutoregressive(context_dim=2))`, at the data end. A bimodal, curved, thin
 # posterior is what splines are for: an affine coupling can only shift and scale one coordinate
 # given the other, so splitting mass into two thin arcs takes many of them (chapter 10 measured
 # the difference on a ring of eight Gaussians). The bound covers the prior box $[-1, 1]^2$ with room
 # to spare, and also nearly all of the base $N(0, I)$: the spline is the identity outside
-# $[-B, B]$, so base mass beyond $B$ could never be moved (at $B = 1.5$, 13% of each coordinate).
+# $[-4, 4]$, so base mass beyond the bound could never be moved (with a bound of 1.5, 13% of each
+# coordinate's).
 # The affine layer at the end moves and scales each observation's posterior into place, so the
 # splines work at the posterior's scale, not the prior's: in trial runs (2,000 steps, one seed,
 # five observations) it lowered the KL from 0.10-0.15 to 0.07-0.10.
