@@ -34,7 +34,7 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 from autograd import elementwise_grad
-from matplotlib.colors import PowerNorm
+from matplotlib.colors import LogNorm, PowerNorm
 
 import tinyflow
 from tinyflow.plotting import chapter_args, savefig
@@ -279,7 +279,7 @@ print(f"maximum likelihood from the start: {SCRATCH_STEPS} steps in {scratch_sec
       f"({1e3 * scratch_seconds / SCRATCH_STEPS:.0f} ms/step, {ML_SOLVER_STEPS} RK4 steps per solve)")
 print(tinyflow.format_report(scratch_report, f"banana, maximum likelihood only, {EVAL_STEPS} RK4 steps"))
 
-fine_kept, fine_callback = curve_recorder({ML_STEPS // 4, ML_STEPS // 2, ML_STEPS}, offset=fm_seconds)
+fine_kept, fine_callback = curve_recorder({ML_STEPS // 4, ML_STEPS // 2, ML_STEPS}, fm_params, offset=fm_seconds)
 started = cpu_now()
 params, _ = tinyflow.fit(ml_loss, fm_params, banana.sample, np.random.default_rng([SEED, 4]), ML_STEPS, BATCH_SIZE,
                          ML_LEARNING_RATE, schedule="cosine", warmup=min(WARMUP, 10), clip_norm=CLIP_NORM,
@@ -316,11 +316,15 @@ savefig(fig, "ch13_training.png", args.figures_dir)
 #
 # * maximum likelihood from the start, 80 steps (about as much CPU as the 4000 flow-matching
 #   steps), reached only 0.32-0.54: each of its steps is a full solve with the divergence and its
-#   backward pass, 59-112 times the cost of a flow-matching step (section 8);
+#   backward pass, 58-88 times the cost of a flow-matching step (section 8);
 # * flow matching followed by 100 maximum-likelihood steps reached **0.0081-0.0140**, below the
 #   target of 0.02 on every run, for 14-18 s of CPU in all in our standalone runs. The
 #   fine-tune's own 8-step estimate
 #   differs from the 16-step score by a few $10^{-4}$ (printed above): no exploit at 8 steps.
+#
+# (On the curves, the fine-tune's first steps make the KL worse before they make it better:
+# maximum likelihood pulls the field another way than flow matching did, and Adam's first
+# steps are as long as later ones while the remaining error is small.)
 #
 # The two ways are complementary. Flow matching is cheap per step and gets close fast, but it
 # regresses on a proxy (the field, not the density), so its last bit of KL goes slowly.
@@ -516,16 +520,20 @@ paths = np.stack(flow.trace(params, flow.base.sample(params["base"], trace_rng, 
 times = [0, EVAL_STEPS // 4, EVAL_STEPS // 2, 3 * EVAL_STEPS // 4, EVAL_STEPS]
 X, Y = np.meshgrid(np.linspace(*XLIM, 24), np.linspace(*YLIM, 16))
 arrows = np.stack([X.ravel(), Y.ravel()], axis=1)
-fig, axes = plt.subplots(1, len(times), figsize=(3.3 * len(times), 3.2), sharey=True, constrained_layout=True)
+fig, axes = plt.subplots(1, len(times), figsize=(3.3 * len(times), 3.4), sharey=True, constrained_layout=True)
+speed_norm = LogNorm(0.3, 60)
 for ax, k in zip(axes, times):
     t = k / EVAL_STEPS
     v = flow.velocity(params, arrows, t)
-    ax.quiver(X, Y, v[:, 0].reshape(X.shape), v[:, 1].reshape(X.shape), np.hypot(v[:, 0], v[:, 1]).reshape(X.shape),
-              cmap="viridis", angles="xy", scale_units="xy", scale=2.0, width=0.004)
-    ax.scatter(paths[k, :, 0], paths[k, :, 1], s=3, color="C3", alpha=0.6)
+    speed = np.hypot(v[:, 0], v[:, 1])
+    direction = v / np.maximum(speed, 1e-12)[:, None]                   # unit arrows: the direction only
+    quiver = ax.quiver(X, Y, direction[:, 0].reshape(X.shape), direction[:, 1].reshape(X.shape), speed.reshape(X.shape),
+                       cmap="viridis", norm=speed_norm, angles="xy", scale_units="xy", scale=0.7, width=0.006)
+    ax.scatter(paths[k, :, 0], paths[k, :, 1], s=3, color="C3", alpha=0.7)
     ax.set_xlim(*XLIM), ax.set_ylim(*YLIM), ax.set_title(f"t = {t:.2f}"), ax.set_xlabel("x1")
 axes[0].set_ylabel("x2")
-fig.suptitle("the learned field v(x, t) (arrows: v / 2, coloured by speed) and particles carried by it (red)")
+fig.colorbar(quiver, ax=axes, label="speed |v|", shrink=0.9)
+fig.suptitle("the learned field v(x, t): its direction (arrows), its speed (colour), and particles carried by it (red)")
 savefig(fig, "ch13_field.png", args.figures_dir)
 
 fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
@@ -767,9 +775,9 @@ ratios = {"sampling": per_job[continuous_name][0] / per_job["chapter 5 coupling 
           "step": steps[f"continuous, max. likelihood ({ML_SOLVER_STEPS} RK4)"] / steps["continuous, flow matching"]}
 print(f"continuous / chapter 5 coupling: sampling {ratios['sampling']:.1f}x, density {ratios['density']:.1f}x; "
       f"a maximum-likelihood step {ratios['step']:.0f}x a flow-matching step")
-claim("CPU time, continuous / chapter 5 coupling: sampling", ratios["sampling"], 3.9, 16.4, fmt=".1f")
-claim("CPU time, continuous / chapter 5 coupling: density", ratios["density"], 8.5, 29.6, fmt=".1f")
-claim("CPU time, maximum-likelihood step / flow-matching step", ratios["step"], 59, 112, fmt=".0f")
+claim("CPU time, continuous / chapter 5 coupling: sampling", ratios["sampling"], 4.7, 16.2, fmt=".1f")
+claim("CPU time, continuous / chapter 5 coupling: density", ratios["density"], 8.0, 25.7, fmt=".1f")
+claim("CPU time, maximum-likelihood step / flow-matching step", ratios["step"], 58, 88, fmt=".0f")
 
 # %% [markdown]
 # **Reading the table.** On these two-dimensional targets the coupling flows win on every count.
@@ -777,12 +785,13 @@ claim("CPU time, maximum-likelihood step / flow-matching step", ratios["step"], 
 # a second of CPU: lower than the continuous flow's 0.0081-0.0140 after 16-18 s (and, trained
 # its full 1100 steps, chapter 3 reports 0.0006-0.0015). Chapter 5's model reaches 0.0119-0.0139
 # on the box target in 1100 steps (chapter 5) at a few tens of ms a step, below the continuous flow's
-# 0.023-0.033. Sampling with the continuous flow cost 3.9-16 times chapter 5's 32-layer model,
-# and the density 8.5-30 times: a solve of 16 RK4 steps is 64 evaluations of the field (and,
+# 0.023-0.033. Sampling with the continuous flow cost 4.7-16 times chapter 5's 32-layer model,
+# and the density 8.0-26 times: a solve of 16 RK4 steps is 64 evaluations of the field (and,
 # for the density, $D$ more passes each for the divergence), against one pass through the
 # layers. (The ratios' spread is mostly numpy's kernels: without AVX-512, tanh, which the field
-# is made of, slows down more than the couplings' ReLU.) A maximum-likelihood step costs 59-112
-# flow-matching steps, which is why flow matching made continuous flows practical.
+# is made of, slows down more than the couplings' ReLU; and all these times were taken with two
+# runs sharing the machine.) A maximum-likelihood step costs 58-88 flow-matching steps, which is
+# why flow matching made continuous flows practical.
 #
 # What the continuous flow buys is freedom: any network for $v$, no masks and no triangular
 # Jacobians, a trace instead of a determinant (with Hutchinson's estimator for it when $D$ is
@@ -812,7 +821,7 @@ print(f"chapter CPU time: {total:.0f} s")
 #   training, a millisecond or two a step. Averaging each target over the batch (stable target
 #   field) cuts the loss's irreducible floor (59 to 3.4 here) and the gradient's spread (to
 #   0.40-0.75 of it), and lets the step size rise to $10^{-2}$.
-# * One maximum-likelihood step through an 8-step solve costs as much CPU as 59-112 flow-matching
+# * One maximum-likelihood step through an 8-step solve costs as much CPU as 58-88 flow-matching
 #   steps. Alone, for
 #   about the same CPU as 4000 flow-matching steps, it reached 0.32-0.54 on the banana against
 #   flow matching's 0.016-0.025; spent last, 100 steps of it took flow matching's result to
