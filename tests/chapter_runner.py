@@ -1,11 +1,16 @@
 """Run a chapter script as a student would (a subprocess, from another working directory),
-in --quick mode, writing figures to a temporary directory; return what it printed."""
+in --quick mode, writing figures to a temporary directory; return what it printed. And the
+patterns the chapter tests read its output with: a number, a claim line, a report line."""
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 CHAPTERS = Path(__file__).resolve().parents[1] / "chapters"
+NUMBER = r"([-+]?[\d.]+(?:e[-+]?\d+)?)"          # one printed number, captured: 0.0123, -4, 1.2e-05
+# the line tinyflow.claims prints in a --quick run for every result the chapter's text states
+CLAIM = re.compile(r"^(.+?): \S+ \(text, full run: \S+ to \S+ over seeds 0-4; "
+                   r"a --quick run is not compared\)$", re.MULTILINE)
 
 
 def run_chapter(name, tmp_path, *extra):
@@ -30,3 +35,10 @@ def parse_report(label, text):
     nll, entropy, gap, kl, kl_se, n = match.groups()
     return {"nll": float(nll), "entropy": float(entropy), "gap": float(gap), "kl": float(kl),
             "kl_se": float(kl_se), "n": int(n)}
+
+
+def numbers(pattern, text):
+    """The groups of the first match of `pattern` in `text`, as floats; fails if none matches."""
+    match = re.search(pattern, text)
+    assert match, f"no line matching {pattern!r}"
+    return [float(g) for g in match.groups()]

@@ -5,13 +5,11 @@ import re
 
 import pytest
 
-from chapter_runner import run_chapter
+from chapter_runner import CLAIM, run_chapter
 
 FIGURES = ["ch06_energies.png", "ch06_modes.png"]
 NAMES = ["U1", "U2", "U3", "U4"]
 FLOAT = r"(-?[\d.]+(?:e[+-]?\d+)?)"
-CLAIM = re.compile(r"^(.+?): \S+ \(text, full run: \S+ to \S+ over seeds 0-4; "
-                   r"a --quick run is not compared\)$", re.MULTILINE)
 NUM_CLAIMS = 16 + 2 + 4 + 1 + 5 + 6     # KL and ESS per fit, U1 halves, U3/U4 branches, KL/SE, mixture fits
 
 

@@ -8,15 +8,13 @@ import re
 
 import pytest
 
-from chapter_runner import run_chapter
+from chapter_runner import CLAIM, run_chapter
 
 FIGURES = ["ch09_one_layer.png", "ch09_figure3.png", "ch09_inverse.png", "ch09_kl_vs_depth.png"]
 NAMES = ["U1", "U2", "U3", "U4"]
 FAMILIES = ["planar", "radial"]
 DEPTHS = [2, 8, 32]
 FLOAT = r"(-?[\d.]+(?:e[+-]?\d+)?)"
-CLAIM = re.compile(r"^(.+?): \S+ \(text, full run: \S+ to \S+ over seeds 0-4; "
-                   r"a --quick run is not compared\)$", re.MULTILINE)
 NUM_CLAIMS = 2 * 24 + 1 + 5 * 2      # KL and ESS per cell; log Z by IS; five inverse checks per family
 
 

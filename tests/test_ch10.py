@@ -8,12 +8,9 @@ import re
 
 import pytest
 
-from chapter_runner import parse_report, run_chapter
+from chapter_runner import CLAIM, NUMBER, numbers, parse_report, run_chapter
 
 FIGURES = ["ch10_spline_1d.png", "ch10_forward_kl.png"]
-NUMBER = r"(-?[\d.]+(?:e[-+]\d+)?)"
-CLAIM = re.compile(r"^(.+?): \S+ \(text, full run: \S+ to \S+ over seeds 0-4; a --quick run is not compared\)$",
-                   re.MULTILINE)
 TARGETS, KINDS = ["ring", "checkerboard"], ["affine", "spline"]
 SECTION_2_CLAIMS = ([f"{t}: {k} paired KL" for t in TARGETS for k in KINDS]
                     + [f"{t}: spline KL / affine KL" for t in TARGETS]
@@ -26,12 +23,6 @@ SECTION_2_CLAIMS = ([f"{t}: {k} paired KL" for t in TARGETS for k in KINDS]
 def run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("ch10")
     return run_chapter("ch10_neural_splines.py", tmp_path), tmp_path
-
-
-def numbers(pattern, text):
-    match = re.search(pattern, text)
-    assert match, f"no line matching {pattern!r}"
-    return [float(g) for g in match.groups()]
 
 
 def test_layer_passes_through_the_knots_computed_from_the_formulas(run):

@@ -9,13 +9,10 @@ import re
 
 import pytest
 
-from chapter_runner import run_chapter
+from chapter_runner import CLAIM, NUMBER, numbers, run_chapter
 
 FIGURES = ["ch11_conditional_1d.png", "ch11_gaussian_linear.png", "ch11_two_moons_likelihood.png",
            "ch11_two_moons.png"]
-NUMBER = r"(-?[\d.]+(?:e[-+]\d+)?)"
-CLAIM = re.compile(r"^(.+?): \S+ \(text, full run: \S+ to \S+ over seeds 0-4; a --quick run is not compared\)$",
-                   re.MULTILINE)
 BUDGETS = [1000, 10000, 100000]
 NUM_CLAIMS = 3 + 6 + 2 + 1 + 4 + 2 * 2 + 1   # section 1, KL per (D, budget), its falls, best step, moons KL,
                                               # q(B) and KL(q_B) near the edge, mode shares
@@ -25,12 +22,6 @@ NUM_CLAIMS = 3 + 6 + 2 + 1 + 4 + 2 * 2 + 1   # section 1, KL per (D, budget), it
 def run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("ch11")
     return run_chapter("ch11_conditional.py", tmp_path), tmp_path
-
-
-def numbers(pattern, text):
-    match = re.search(pattern, text)
-    assert match, f"no line matching {pattern!r}"
-    return [float(g) for g in match.groups()]
 
 
 def test_each_conditional_density_integrates_to_one(run):

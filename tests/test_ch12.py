@@ -8,12 +8,9 @@ import re
 
 import pytest
 
-from chapter_runner import run_chapter
+from chapter_runner import CLAIM, NUMBER, numbers, run_chapter
 
 FIGURES = ["ch12_data.png", "ch12_training.png", "ch12_samples.png", "ch12_conditional.png", "ch12_iaf_vs_maf.png"]
-NUMBER = r"(-?[\d.]+(?:e[-+]?\d+)?)"
-CLAIM = re.compile(r"^(.+?): \S+ \(text, full run: \S+ to \S+ over seeds 0-4; a --quick run is not compared\)$",
-                   re.MULTILINE)
 FLOWS = ["MAF, affine", "MAF, spline", "RealNVP"]
 BASELINES = ["uniform over 17 levels", "independent pixels"] + [
     f"{model}, {space}" for space in ["pixels", "logit"]
@@ -25,12 +22,6 @@ NUM_CLAIMS = 5 + 4 + 1 + 1 + 3     # baselines, flows and the lead, the bound, m
 def run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("ch12")
     return run_chapter("ch12_digits.py", tmp_path), tmp_path
-
-
-def numbers(pattern, text):
-    match = re.search(pattern, text)
-    assert match, f"no line matching {pattern!r}"
-    return [float(g) for g in match.groups()]
 
 
 def test_split_sizes_and_label_counts_are_printed(run):

@@ -8,12 +8,9 @@ import re
 
 import pytest
 
-from chapter_runner import parse_report, run_chapter
+from chapter_runner import CLAIM, NUMBER, numbers, parse_report, run_chapter
 
 FIGURES = ["ch13_training.png", "ch13_residual.png", "ch13_field.png", "ch13_samples.png", "ch13_edge.png"]
-NUMBER = r"([-+]?[\d.]+(?:e[-+]?\d+)?)"
-CLAIM = re.compile(r"^(.+?): \S+ \(text, full run: \S+ to \S+ over seeds 0-4; a --quick run is not compared\)$",
-                   re.MULTILINE)
 NUM_CLAIMS = 4 + 2 + 1 + 2 + 7 + 1 + 3   # banana KLs and spread, grid and box, residual, Hutchinson, box target, ch3, costs
 
 
@@ -21,12 +18,6 @@ NUM_CLAIMS = 4 + 2 + 1 + 2 + 7 + 1 + 3   # banana KLs and spread, grid and box, 
 def run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("ch13")
     return run_chapter("ch13_continuous.py", tmp_path), tmp_path
-
-
-def numbers(pattern, text):
-    match = re.search(pattern, text)
-    assert match, f"no line matching {pattern!r}"
-    return [float(g) for g in match.groups()]
 
 
 def test_untrained_flow_is_the_identity(run):
