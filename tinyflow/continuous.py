@@ -41,6 +41,7 @@ Copy with: continuous.py, columns.py, field_backprop.py, linear.py, memory.py, m
 import autograd.numpy as np
 
 from . import memory, threads
+from .columns import concat_columns
 from .field_backprop import velocity_and_divergence
 from .linear import dense
 from .mlp import dense_tanh, mlp_init
@@ -154,7 +155,7 @@ class ContinuousFlow:
 def _network(weights, x, t):
     """The hidden activations [h_1, ..., h_L] of the MLP on [x, t] and its output v (N, D)."""
     t_column = np.zeros((len(x), 1)) + np.reshape(t, (-1, 1))        # a number or (N,) -> (N, 1)
-    h, hidden = np.concatenate([x, t_column], axis=1), []
+    h, hidden = concat_columns(x, t_column), []
     for W, b in weights[:-1]:
         h = dense_tanh(h, W, b)
         hidden.append(h)

@@ -105,20 +105,16 @@ def _batches(data, rng, batch_size):
     if callable(data):
         while True:
             yield data(rng, batch_size)
-    if isinstance(data, tuple):
-        arrays = tuple(check_points(a, name=f"data[{i}]") for i, a in enumerate(data))
-        if len({len(a) for a in arrays}) != 1:
-            raise ValueError(f"the arrays of a data tuple need one row per example each, got "
-                             f"{[len(a) for a in arrays]} rows")
-        while True:
-            order = rng.permutation(len(arrays[0]))
-            for start in range(0, len(order), batch_size):
-                yield tuple(a[order[start:start + batch_size]] for a in arrays)
-    data = check_points(data, name="data")
+    arrays = (tuple(check_points(a, name=f"data[{i}]") for i, a in enumerate(data)) if isinstance(data, tuple)
+              else (check_points(data, name="data"),))
+    if len({len(a) for a in arrays}) != 1:
+        raise ValueError(f"the arrays of a data tuple need one row per example each, got "
+                         f"{[len(a) for a in arrays]} rows")
     while True:
-        order = rng.permutation(len(data))
-        for start in range(0, len(data), batch_size):
-            yield data[order[start:start + batch_size]]
+        order = rng.permutation(len(arrays[0]))
+        for start in range(0, len(order), batch_size):
+            batch = tuple(a[order[start:start + batch_size]] for a in arrays)
+            yield batch if isinstance(data, tuple) else batch[0]
 
 
 SCHEDULES = {
