@@ -18,6 +18,7 @@ Layers hold only hyperparameters; parameters are passed explicitly, so autograd.
 differentiates any loss with respect to them. Every random draw takes a
 numpy.random.Generator.
 """
+from .annealing import annealed_fit
 from . import datasets                      # tinyflow.datasets.digits(): real data for chapter 12
 from .autoregressive import AffineAutoregressive
 from .check import autograd_jacobian, check_layer, numerical_jacobian
@@ -61,4 +62,5 @@ __all__ = [
     "Checkerboard",
     "datasets",
     "ContinuousFlow", "flow_matching_batches", "flow_matching_loss",
+    "annealed_fit",
 ]
