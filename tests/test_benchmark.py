@@ -5,6 +5,10 @@ import math
 import subprocess
 import sys
 
+import pytest
+
+from tinyflow.benchmark import OPERATIONS, chapter8_nodes, per_operation
+
 
 def test_quick_benchmark_prints_tables_and_writes_matching_json(tmp_path):
     path = tmp_path / "bench.json"
@@ -20,13 +24,28 @@ def test_quick_benchmark_prints_tables_and_writes_matching_json(tmp_path):
         assert all(math.isfinite(row[key]) for key in ("ms", "min_ms", "cpu_ms"))
         assert f"{row['batch']:6d} {row['ms']:9.2f}" in result.stdout      # the table shows the JSON's numbers
     assert all(row["MiB"] > 0 for row in results["peak_memory"])           # tracemalloc saw the arrays
-    spline = results["spline_step"]
-    assert [row["model"].split()[2] for row in spline] == ["affine", "spline"]       # equal-size pair, one ratio
-    assert spline[1]["ratio"] == spline[1]["ms"] / spline[0]["ms"] and f"{spline[1]['ratio']:.2f}x" in result.stdout
-    conditional = results["conditional_step"]                  # pairs: without, then with a context
-    assert all("context" not in plain["model"] and "context" in with_context["model"]
-               and with_context["ratio"] == with_context["ms"] / plain["ms"] and f"{with_context['ratio']:.2f}x" in result.stdout
-               for plain, with_context in zip(conditional[::2], conditional[1::2])) and len(conditional) == 4
+    side_by_side = {comparison["key"]: comparison for comparison in results["side_by_side"]}
+    assert list(side_by_side) == ["spline", "conditional 2D", "conditional 10D", "ch03", "ch08", "ch10",
+                                  "ch13 sample", "ch13 density", "ch13 step"]
+    for comparison in side_by_side.values():                    # each a pair timed in turns, one ratio of CPU medians
+        reference, other = comparison["rows"]
+        assert comparison["ratio"] == other["cpu_ms"] / reference["cpu_ms"] > 0
+        assert comparison["title"] in result.stdout and f"ratio {comparison['ratio']:.2f}" in result.stdout
+    assert [row["job"] for row in side_by_side["ch03"]["rows"]] == ["tanh", "relu"]
+    assert [row["job"] for row in side_by_side["ch08"]["rows"]] == ["primitives", "textbook"]
+    assert [row["job"] for row in side_by_side["ch13 step"]["rows"]] == ["flow matching", "max. likelihood"]
     assert [row["path"] for row in results["fresh_process"]] == ["fit", "nested"]  # both paths a student takes
     assert all(math.isfinite(row["ms"]) and f"median {row['ms']:7.2f} ms" in result.stdout
                for row in results["fresh_process"])
+
+
+def test_chapter8_node_counts_are_the_chapters():
+    # exact counts, the same on every machine: chapter 8 states 792 -> 425 for its 16 blocks
+    assert chapter8_nodes(quick=True) == {"textbook": 106, "primitives": 61}      # 2 blocks
+    assert chapter8_nodes(quick=False) == {"textbook": 792, "primitives": 425}
+
+
+def test_per_operation_rows_are_per_operation_medians():
+    rows = per_operation(quick=True, repeats=2, warmup=1)
+    assert [row["op"] for row in rows] == list(OPERATIONS)
+    assert all(row["ratio"] == pytest.approx(row["autograd_us"] / row["numpy_us"]) and row["ratio"] > 0 for row in rows)

@@ -2,18 +2,28 @@
 
     python -m tinyflow.benchmark [--quick] [--repeats R] [--json PATH]
 
-Every time is the median, in ms, of `repeats` timed runs (time.perf_counter) after `warmup`
-untimed ones (the first calls fill caches and import lazily). The tables:
+The tables:
 
     training step   loss, gradient, AdamW update (fit's path) for the tutorial models
-    spline step     a spline coupling flow beside an affine one of the same size, timed in turns
-    conditional     conditional flows (context_dim=C) beside the same flows without a context, in turns
+    side by side    two jobs timed in turns, as a ratio: spline against affine couplings,
+                    conditional against unconditional flows, and the chapters' cost
+                    comparisons (chapter 3's relu against tanh conditioners, chapter 8's
+                    textbook model against the primitives, chapter 10's spline flow against
+                    its affine flow, chapter 13's continuous flow against chapter 5's coupling
+                    flow and its maximum-likelihood step against a flow-matching step)
+    per operation   what autograd's forward + backward adds to one NumPy operation (chapter 8)
     fresh process   the first 50 steps of the chapter-5 model in a new Python process, in the
                     environment as the user has it (no OPENBLAS_NUM_THREADS set), on fit's path
                     and on the path a student writes: autograd.value_and_grad of the loss on the
                     nested params, then adam_update
     scaling         log_prob and sample of 4-layer coupling, IAF and MAF stacks, against D and N
     peak memory     of one training step, by tracemalloc
+
+A time is the median, in ms, of `repeats` timed runs after `warmup` untimed ones (the first calls
+fill caches and import lazily). Absolute times move with the CPU, the numpy build and whatever
+else the machine runs; a ratio of two jobs that take turns moves much less, since both see the
+same machine. So the chapters state no times: this is where you measure yours. Ratios are of
+medians of CPU time (time.process_time: waiting for other programs does not count).
 
 Memory is measured with tracemalloc because numpy registers every array buffer with it: the
 peak is the bytes alive at the worst moment of the step (the autograd tape included), and it
@@ -31,38 +41,55 @@ import sys
 import time
 import tracemalloc
 
+import autograd.numpy as np
 import numpy as onp
+from autograd import grad
+from autograd.util import toposort
 
 from .autoregressive import AffineAutoregressive
+from .continuous import ContinuousFlow
 from .coupling import AffineCoupling, alternating_masks
-from .distributions import StandardNormal
+from .distributions import DiagNormal, StandardNormal
+from .elementwise import Affine
 from .flow import Flow
+from .flow_matching import flow_matching_batches, flow_matching_loss
 from .invert import Invert
 from .permutation import LULinear, Reverse
 from .spline_coupling import SplineCoupling
-from .targets import Banana, ShiftedGaussian, UniformConditionalGaussian
+from .targets import Banana, Checkerboard, ShiftedGaussian, UniformConditionalGaussian
 from .train import adam_update, flat_loss_and_grad, forward_kl
 
 
-def timings(run, repeats, warmup):
-    """Wall time of run() in ms after `warmup` untimed calls: {"ms": median, "min_ms": fastest,
-    "cpu_ms": median CPU time of this process}. On a shared machine the wall median includes
-    waiting for other processes; the minimum and the CPU time show the cost without them."""
-    for _ in range(warmup):
-        run()
-    wall, cpu = [], []
+def interleaved(jobs, repeats, warmup):
+    """Time each job of [(name, job)] `repeats` times, the jobs taking turns so that all of them see
+    the same machine: [{"job", "ms", "min_ms", "cpu_ms"}] (wall median, fastest, CPU median)."""
+    for _, job in jobs:
+        for _ in range(warmup):
+            job()
+    wall, cpu = [[] for _ in jobs], [[] for _ in jobs]
     for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        run()
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return {"ms": 1e3 * statistics.median(wall), "min_ms": 1e3 * min(wall), "cpu_ms": 1e3 * statistics.median(cpu)}
+        for (_, job), w, c in zip(jobs, wall, cpu):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            job()
+            w.append(1e3 * (time.perf_counter() - start))
+            c.append(1e3 * (time.process_time() - start_cpu))
+    return [{"job": name, "ms": statistics.median(w), "min_ms": min(w), "cpu_ms": statistics.median(c)}
+            for (name, _), w, c in zip(jobs, wall, cpu)]
 
 
-def training_step(flow, sample_data, batch_size, seed=0):
-    """One step of fit, as a function: a fresh batch, loss and gradient, finiteness check, AdamW."""
+def timings(run, repeats, warmup):
+    """One job's {"ms", "min_ms", "cpu_ms"}: on a shared machine the wall median includes waiting
+    for other processes; the fastest run and the CPU median show the cost without them."""
+    row = interleaved([("", run)], repeats, warmup)[0]
+    return {key: row[key] for key in ("ms", "min_ms", "cpu_ms")}
+
+
+def training_step(flow, sample_data, batch_size, seed=0, loss=None, params=None):
+    """One step of fit, as a function: a fresh batch, loss and gradient, finiteness check, AdamW.
+    loss: forward_kl(flow) unless given; params: flow.init unless given."""
     rng = onp.random.default_rng(seed)
-    theta, _, loss_and_grad = flat_loss_and_grad(forward_kl(flow), flow.init(rng))
+    loss = forward_kl(flow) if loss is None else loss
+    theta, _, loss_and_grad = flat_loss_and_grad(loss, flow.init(rng) if params is None else params)
     state = {"theta": theta, "m": onp.zeros_like(theta), "v": onp.zeros_like(theta), "t": 0}
 
     def step():
@@ -74,77 +101,224 @@ def training_step(flow, sample_data, batch_size, seed=0):
     return step
 
 
+def flow2d(layers):
+    return Flow(StandardNormal(2), layers)
+
+
+def couplings(num_layers, hidden, activation="relu", with_lu=False, dim=2, **options):
+    """num_layers AffineCouplings with alternating masks, each followed by an LULinear if with_lu."""
+    layers = []
+    for mask in alternating_masks(dim, num_layers):
+        layers += [AffineCoupling(mask, hidden, activation=activation, **options)] + ([LULinear()] if with_lu else [])
+    return layers
+
+
 def tutorial_models(quick):
     """(name, flow, target, batch size): the models of the three seed tutorials. The coupling
     models use ReLU conditioners, as the tutorials (and chapters 3 and 5) do."""
     blocks, scale = (2, 16) if quick else (16, 1)
-    coupling_lu = [layer for mask in alternating_masks(2, blocks)
-                   for layer in (AffineCoupling(mask, hidden=(64, 64), activation="relu"), LULinear())]
-    real_nvp = [AffineCoupling(mask, hidden=(128, 128), activation="relu")
-                for mask in alternating_masks(2, blocks // 2)]
     return [
-        ("IAF (64,), ShiftedGaussian", Flow(StandardNormal(2), [AffineAutoregressive(hidden=(64,))]),
-         ShiftedGaussian(), 1000 // scale),
-        (f"{blocks} x [coupling (64,64) relu + LU], UCG", Flow(StandardNormal(2), coupling_lu),
+        ("IAF (64,), ShiftedGaussian", flow2d([AffineAutoregressive(hidden=(64,))]), ShiftedGaussian(), 1000 // scale),
+        (f"{blocks} x [coupling (64,64) relu + LU], UCG", flow2d(couplings(blocks, (64, 64), with_lu=True)),
          UniformConditionalGaussian(), 512 // scale),
-        (f"RealNVP {blocks // 2} x coupling (128,128) relu, Banana", Flow(StandardNormal(2), real_nvp),
+        (f"RealNVP {blocks // 2} x coupling (128,128) relu, Banana", flow2d(couplings(blocks // 2, (128, 128))),
          Banana(), 1024 // scale),
     ]
 
 
-def spline_models(quick):
-    """(name, flow, target, batch size): spline couplings beside affine couplings of the same
-    size (8 layers, (64, 64) ReLU conditioners, batch 512; 8 bins on [-4, 4])."""
-    layers, batch = (2, 32) if quick else (8, 512)
-    masks = alternating_masks(2, layers)
-    affine = [AffineCoupling(mask, hidden=(64, 64), activation="relu") for mask in masks]
-    spline = [SplineCoupling(mask, hidden=(64, 64), num_bins=8, bound=4.0, activation="relu") for mask in masks]
-    return [(f"{layers} x affine coupling (64,64) relu, Banana", Flow(StandardNormal(2), affine), Banana(), batch),
-            (f"{layers} x spline coupling (64,64) relu, 8 bins", Flow(StandardNormal(2), spline), Banana(), batch)]
+# Chapter 8's textbook model: the 16-block coupling + LU flow written with autograd.numpy only (as
+# tinyflow was before its primitives), on the very same parameters as the library's layers.
+class TextbookCoupling(AffineCoupling):
+    def forward(self, params, x):
+        x_a, x_b = x[:, self.index_a], x[:, self.index_b]
+        s, t = self._s_t(params, x_a)
+        return self._merge(x_a, x_b * np.exp(s) + t), np.sum(s, axis=1)
+
+    def inverse(self, params, y):
+        y_a, y_b = y[:, self.index_a], y[:, self.index_b]
+        s, t = self._s_t(params, y_a)
+        return self._merge(y_a, (y_b - t) * np.exp(-s)), -np.sum(s, axis=1)
+
+    def _s_t(self, params, h):
+        for layer in params[:-1]:                                  # ReLU MLP: dot, add, maximum
+            h = np.maximum(np.dot(h, layer["W"]) + layer["b"], 0.0)
+        h = np.dot(h, params[-1]["W"]) + params[-1]["b"]
+        n_b = len(self.index_b)
+        return self.s_max * np.tanh(h[:, :n_b] / self.s_max), h[:, n_b:]
+
+    def _merge(self, part_a, part_b):                              # concatenate, then back to the original order
+        return np.concatenate([part_a, part_b], axis=1)[:, onp.argsort(onp.concatenate([self.index_a, self.index_b]))]
 
 
-def conditional_models(quick):
-    """(name, flow, sample_data, batch size) in pairs, without and with a context of C columns:
-    8 affine couplings (64, 64) ReLU in 2D with C = 2, and a 5-layer MAF (64, 64) in 10D with
-    C = 10 (the sizes of chapter 11's gaussian_linear task). The context is random: the cost
-    does not depend on what it means."""
-    couplings, mafs, batch = (2, 2, 32) if quick else (8, 5, 512)
+class TextbookLU(LULinear):
+    def weight(self, params):
+        LU = params["LU"]
+        return np.dot(np.tril(LU, -1) + np.eye(len(LU)), np.triu(LU, 1) + np.diag(np.exp(np.diag(LU))))
 
-    def coupling_flow(context_dim):
-        return Flow(StandardNormal(2), [AffineCoupling(mask, (64, 64), activation="relu", context_dim=context_dim)
-                                        for mask in alternating_masks(2, couplings)])
+    def forward(self, params, x):
+        return np.dot(x, self.weight(params).T) + params["b"], np.sum(np.diag(params["LU"])) * np.ones(len(x))
 
-    def maf_flow(context_dim):
-        layers = []
-        for _ in range(mafs):
-            layers += [Invert(AffineAutoregressive((64, 64), context_dim=context_dim)), Reverse()]
-        return Flow(StandardNormal(10), layers)
+    def inverse(self, params, y):
+        x = np.linalg.solve(self.weight(params), (y - params["b"]).T).T
+        return x, -np.sum(np.diag(params["LU"])) * np.ones(len(y))
 
-    def pairs(dim, context_dim):
-        return lambda rng, n: (rng.standard_normal((n, dim)), rng.standard_normal((n, context_dim)))
 
+class TextbookFlow(Flow):
+    def log_prob(self, params, x):
+        z, log_det = x, 0.0
+        for layer, p in zip(reversed(self.layers), reversed(params["layers"])):
+            z, layer_log_det = layer.inverse(p, z)
+            log_det = log_det + layer_log_det
+        return self.base.log_prob(params["base"], z) + log_det
+
+
+def textbook_flow(num_blocks, hidden=(64, 64)):
+    layers = [layer for mask in alternating_masks(2, num_blocks)
+              for layer in (TextbookCoupling(mask, hidden, activation="relu"), TextbookLU())]
+    return TextbookFlow(StandardNormal(2), layers)
+
+
+def nodes_per_step(loss, params, batch):
+    """The nodes on the tape of flat_loss_and_grad(loss, params) at `batch`, the input included
+    (autograd internals: the loss counts the nodes behind its own value)."""
+    counts = []
+
+    def counted_loss(p, x):
+        value = loss(p, x)
+        counts.append(sum(1 for _ in toposort(value._node)))
+        return value
+    theta, _, loss_and_grad = flat_loss_and_grad(counted_loss, params)
+    loss_and_grad(theta, batch)
+    return counts[0]
+
+
+def steps(key, title, *models):
+    """A side-by-side pair of training steps: models are (name, flow, sample_data, batch)."""
+    return key, title, [(name, training_step(flow, data, batch)) for name, flow, data, batch in models]
+
+
+def library_pairs(quick):
+    """Splines against affine couplings of the same size; conditional flows against the same
+    flows without a context (C = 2 in 2D; C = 10 in 10D, chapter 11's gaussian_linear sizes; the
+    context is random: the cost does not depend on what it means)."""
+    layers, mafs, batch = (2, 2, 32) if quick else (8, 5, 512)
     banana = Banana().sample
-    return [(f"{couplings} x affine coupling (64,64) relu, 2D", coupling_flow(None), banana, batch),
-            (f"  the same with a context, C = 2", coupling_flow(2), pairs(2, 2), batch),
-            (f"{mafs} x MAF (64,64) + Reverse, 10D", maf_flow(None), lambda rng, n: rng.standard_normal((n, 10)), batch),
-            (f"  the same with a context, C = 10", maf_flow(10), pairs(10, 10), batch)]
+    spline = [SplineCoupling(mask, (64, 64), num_bins=8, bound=4.0, activation="relu")
+              for mask in alternating_masks(2, layers)]
+
+    def maf(context_dim):
+        return Flow(StandardNormal(10), [layer for _ in range(mafs) for layer in
+                                         (Invert(AffineAutoregressive((64, 64), context_dim=context_dim)), Reverse())])
+
+    def normal(*dims):
+        return lambda rng, n: tuple(rng.standard_normal((n, d)) for d in dims)
+    return [
+        steps("spline", f"{layers} layers (64,64) relu, Banana, batch {batch}: spline (8 bins) / affine coupling step",
+              ("affine", flow2d(couplings(layers, (64, 64))), banana, batch), ("spline", flow2d(spline), banana, batch)),
+        steps("conditional 2D", f"{layers} affine couplings (64,64) relu, 2D, batch {batch}: context C = 2 / none",
+              ("no context", flow2d(couplings(layers, (64, 64))), banana, batch),
+              ("context C = 2", flow2d(couplings(layers, (64, 64), context_dim=2)), normal(2, 2), batch)),
+        steps("conditional 10D", f"{mafs} x MAF (64,64) + Reverse, 10D, batch {batch}: context C = 10 / none",
+              ("no context", maf(None), lambda rng, n: normal(10)(rng, n)[0], batch),
+              ("context C = 10", maf(10), normal(10, 10), batch)),
+    ]
 
 
-def interleaved(models, repeats, warmup):
-    """Median and fastest wall time (ms) of each model's training step, the models taking turns
-    so that all of them see the same machine: on a shared one the ratios are the numbers."""
-    steps = [training_step(flow, sample_data, batch) for _, flow, sample_data, batch in models]
-    times = [[] for _ in steps]
-    for step in steps:
-        for _ in range(warmup):
-            step()
-    for _ in range(repeats):
-        for step, row in zip(steps, times):
-            start = time.perf_counter()
-            step()
-            row.append(1e3 * (time.perf_counter() - start))
-    return [{"model": name, "batch": batch, "ms": statistics.median(row), "min_ms": min(row)}
-            for (name, _, _, batch), row in zip(models, times)]
+def chapter_pairs(quick):
+    """The cost comparisons chapters 3, 8 and 10 make, on the chapters' own models."""
+    hidden, batch = ((8, 8), 32) if quick else ((32, 32), 256)
+    banana, ucg, checkerboard = Banana().sample, UniformConditionalGaussian().sample, Checkerboard().sample
+    chapter3 = [(activation, flow2d(couplings(4, hidden, activation=activation) + [Affine()]), banana, batch)
+                for activation in ("tanh", "relu")]
+    blocks, batch8 = (2, 32) if quick else (16, 512)
+    (splines, affines), batch10 = ((2, 4), 32) if quick else ((4, 8), 256)
+    spline = [SplineCoupling(mask, (32, 32), num_bins=16, bound=4.5, activation="relu")
+              for mask in alternating_masks(2, splines)]
+    return [
+        steps("ch03", f"chapter 3: 4 couplings {hidden} + Affine, Banana, batch {batch}: relu / tanh conditioners",
+              *chapter3),
+        steps("ch08", f"chapter 8: {blocks} x [coupling (64,64) relu + LU], UCG, batch {batch8}: textbook / primitives",
+              ("primitives", flow2d(couplings(blocks, (64, 64), with_lu=True)), ucg, batch8),
+              ("textbook", textbook_flow(blocks), ucg, batch8)),
+        steps("ch10", f"chapter 10: {splines} spline (32,32), 16 bins / {affines} affine (34,34) couplings "
+              f"(as many parameters), Checkerboard, batch {batch10}",
+              ("affine", flow2d(couplings(affines, (34, 34))), checkerboard, batch10),
+              ("spline", flow2d(spline), checkerboard, batch10)),
+    ]
+
+
+def chapter13(quick):
+    """Chapter 13's costs: its continuous flow (DiagNormal base set to the banana's mean and std, a
+    (64, 64) tanh field, 16 RK4 steps to sample and evaluate) against chapter 5's 16 x [coupling +
+    LU] flow, 2,000 points; a maximum-likelihood step through an 8-step RK4 solve against a
+    flow-matching step with averaged targets, batch 256."""
+    solver_steps, points, blocks, batch = (2, 100, 2, 32) if quick else (16, 2000, 16, 256)
+    rng = onp.random.default_rng(0)
+    banana = Banana()
+    pool = banana.sample(rng, 10_000)
+    continuous = ContinuousFlow(DiagNormal(2), (64, 64), num_steps=solver_steps)
+    params = continuous.init(rng)
+    params["base"] = {"loc": pool.mean(axis=0), "log_scale": onp.log(pool.std(axis=0))}
+    coupling = flow2d(couplings(blocks, (64, 64), with_lu=True))
+    coupling_params = coupling.init(rng)
+    x = banana.sample(rng, points)
+    ml = ContinuousFlow(DiagNormal(2), (64, 64), num_steps=2 if quick else 8)
+    fm_batches = flow_matching_batches(continuous, params, banana.sample, average=True)
+    return [
+        ("ch13 sample", f"chapter 13: sample {points} points, continuous ({solver_steps} RK4 steps) / chapter 5's "
+         f"{blocks} x [coupling + LU]",
+         [("coupling + LU", lambda: coupling.sample(coupling_params, rng, points)),
+          ("continuous", lambda: continuous.sample(params, rng, points))]),
+        ("ch13 density", f"chapter 13: log_prob of {points} points, continuous / chapter 5's coupling + LU",
+         [("coupling + LU", lambda: coupling.log_prob(coupling_params, x)),
+          ("continuous", lambda: continuous.log_prob(params, x))]),
+        ("ch13 step", f"chapter 13: training step, batch {batch}: maximum likelihood through a {ml.num_steps}-step "
+         f"RK4 solve / flow matching (averaged targets, drawing them included)",
+         [("flow matching", training_step(continuous, fm_batches, batch, loss=flow_matching_loss(continuous),
+                                          params=params)),
+          ("max. likelihood", training_step(ml, banana.sample, batch, params=params))]),
+    ]
+
+
+def compare(quick, repeats, warmup):
+    """Time every side-by-side pair in turns: [{"key", "title", "rows", "ratio"}] (ratio of CPU medians)."""
+    results = []
+    for key, title, jobs in library_pairs(quick) + chapter_pairs(quick) + chapter13(quick):
+        rows = interleaved(jobs, repeats, warmup)
+        results.append({"key": key, "title": title, "rows": rows, "ratio": rows[1]["cpu_ms"] / rows[0]["cpu_ms"]})
+    return results
+
+
+def chapter8_nodes(quick):
+    """Nodes per training step of chapter 8's two models (exact counts: no timing)."""
+    blocks = 2 if quick else 16
+    flows = {"textbook": textbook_flow(blocks), "primitives": flow2d(couplings(blocks, (64, 64), with_lu=True))}
+    rng = onp.random.default_rng(0)
+    params, batch = flows["primitives"].init(rng), UniformConditionalGaussian().sample(rng, 64)
+    return {name: nodes_per_step(forward_kl(flow), params, batch) for name, flow in flows.items()}
+
+
+OPERATIONS = {"x * 0.999": lambda x: x * 0.999, "x + 0.001": lambda x: x + 0.001, "np.tanh(x)": np.tanh,
+              "np.dot(x, M)": lambda x: np.dot(x, onp.array([[0.8, 0.6], [-0.6, 0.8]])),
+              "x[:, [1, 0]]": lambda x: x[:, onp.array([1, 0])]}
+
+
+def per_operation(quick, repeats, warmup):
+    """Chapter 8's per-node cost: a chain of the same operation on a (512, 2) array, NumPy alone
+    against autograd's forward + backward, in turns: [{"op", "numpy_us", "autograd_us", "ratio"}]
+    (µs per operation, medians of CPU time)."""
+    chain = 20 if quick else 200
+    x = onp.random.default_rng(0).standard_normal((512, 2))
+    rows = []
+    for label, operation in OPERATIONS.items():
+        def f(x, operation=operation):
+            for _ in range(chain):
+                x = operation(x)
+            return np.sum(x)
+        plain, taped = interleaved([("numpy", lambda: f(x)), ("autograd", lambda: grad(f)(x))], repeats, warmup)
+        rows.append({"op": label, "numpy_us": 1e3 * plain["cpu_ms"] / chain, "autograd_us": 1e3 * taped["cpu_ms"] / chain,
+                     "ratio": taped["cpu_ms"] / plain["cpu_ms"]})
+    return rows
 
 
 FRESH_PROCESS = """
@@ -236,11 +410,11 @@ def machine():
     except (TypeError, KeyError):                       # older numpy: no mode="dicts"
         blas = "unknown"
     settings = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "MALLOC_TOP_PAD_",
-                "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
+                "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "NPY_DISABLE_CPU_FEATURES")
     environment = {name: os.environ[name] for name in settings if name in os.environ}
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
             "numpy": onp.__version__, "autograd": importlib.metadata.version("autograd"), "blas": blas,
-            "environment": environment,     # BLAS threads and glibc's heap trimming both matter here
+            "environment": environment,     # BLAS threads, glibc's heap trimming and SIMD kernels all matter here
             "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
@@ -248,22 +422,18 @@ def run(quick=False, repeats=None):
     repeats = repeats or (2 if quick else 30)
     warmup = 1 if quick else 5
     results = {"machine": machine(), "quick": quick, "repeats": repeats, "warmup": warmup,
-               "training_step": [], "spline_step": [], "conditional_step": [], "fresh_process": [], "scaling": [], "peak_memory": []}
+               "training_step": [], "peak_memory": []}
     for name, flow, target, batch in tutorial_models(quick):
         step = training_step(flow, target.sample, batch)
         results["training_step"].append({"model": name, "batch": batch, **timings(step, repeats, warmup)})
         results["peak_memory"].append({"model": name, "batch": batch, "MiB": peak_memory_mib(step)})
-    rows = interleaved([(name, flow, target.sample, batch) for name, flow, target, batch in spline_models(quick)],
-                       repeats, warmup)
-    rows[1]["ratio"] = rows[1]["ms"] / rows[0]["ms"]
-    results["spline_step"] = rows
-    rows = interleaved(conditional_models(quick), repeats, warmup)
-    for plain, conditional in zip(rows[::2], rows[1::2]):
-        conditional["ratio"] = conditional["ms"] / plain["ms"]
-    results["conditional_step"] = rows
+    results["side_by_side"] = compare(quick, repeats, warmup)
+    results["chapter8_nodes"] = chapter8_nodes(quick)
+    results["per_operation"] = per_operation(quick, repeats, warmup)
     results["fresh_process"] = [fresh_process(path, quick, 5 if quick else 50) for path in ("fit", "nested")]
     dims, batches = ((2, 4), (32, 64)) if quick else ((2, 8, 32, 64), (256, 1024, 4096, 16384))
     results["scaling"] = scaling(dims, batches, max(1, repeats // 6), warmup=1)
+    results["load_average_1min_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return results
 
 
@@ -271,21 +441,28 @@ def print_tables(results):
     m = results["machine"]
     print(f"{m['cpu']}, {m['cores']} cores; Python {m['python']}, numpy {m['numpy']}, "
           f"autograd {m['autograd']}, BLAS {m['blas']} {m['environment'] or ''}")
-    print(f"load average at start (other processes competing for the cores): {m['load_average_1min']}")
+    print(f"load average (other processes competing for the cores): {m['load_average_1min']} at the start, "
+          f"{results['load_average_1min_at_end']} at the end")
     print(f"ms: median wall time of {results['repeats']} runs after {results['warmup']} warm-up runs; "
           f"min ms: the fastest run; CPU ms: median CPU time of this process\n")
     columns = f"{'ms':>9s} {'min ms':>9s} {'CPU ms':>9s}"
     print(f"{'training step (loss + gradient + AdamW)':46s} {'batch':>6s} {columns} {'peak MiB':>9s}")
     for row, mem in zip(results["training_step"], results["peak_memory"]):
         print(f"{row['model']:46s} {row['batch']:6d} {_times(row)} {mem['MiB']:9.1f}")
-    print(f"\n{'spline against affine, interleaved steps':46s} {'batch':>6s} {'ms':>9s} {'min ms':>9s}")
-    for row in results["spline_step"]:
-        ratio = f"   {row['ratio']:.2f}x the affine step" if "ratio" in row else ""
-        print(f"{row['model']:46s} {row['batch']:6d} {row['ms']:9.2f} {row['min_ms']:9.2f}{ratio}")
-    print(f"\n{'conditional against unconditional, interleaved':46s} {'batch':>6s} {'ms':>9s} {'min ms':>9s}")
-    for row in results["conditional_step"]:
-        ratio = f"   {row['ratio']:.2f}x without a context" if "ratio" in row else ""
-        print(f"{row['model']:46s} {row['batch']:6d} {row['ms']:9.2f} {row['min_ms']:9.2f}{ratio}")
+    print(f"\nside by side: two jobs taking turns; the ratio is of their CPU medians\n{'':20s} {columns}")
+    for comparison in results["side_by_side"]:
+        print(comparison["title"])
+        reference, other = comparison["rows"]
+        print(f"  {reference['job']:18s} {_times(reference)}")
+        print(f"  {other['job']:18s} {_times(other)}   ratio {comparison['ratio']:.2f}")
+    nodes = results["chapter8_nodes"]
+    print(f"chapter 8: nodes per training step: textbook {nodes['textbook']}, primitives {nodes['primitives']} "
+          f"({nodes['textbook'] / nodes['primitives']:.2f}x fewer; a count, the same on every machine)")
+    print(f"\n{'per operation on a (512, 2) array':34s} {'NumPy µs':>9s} {'autograd µs':>12s} {'ratio':>6s}"
+          "   (autograd: forward + backward per operation, CPU medians)")
+    for row in results["per_operation"]:
+        print(f"{row['op']:34s} {row['numpy_us']:9.2f} {row['autograd_us']:12.2f} {row['ratio']:6.1f}")
+    print(f"{'median ratio':34s} {'':22s} {statistics.median(row['ratio'] for row in results['per_operation']):6.1f}")
     print(f"\nfirst steps of {results['training_step'][1]['model']} in a fresh process, default environment "
           f"(no OPENBLAS_NUM_THREADS):")
     for row in results["fresh_process"]:
