@@ -35,7 +35,8 @@ import pytest
 LIBRARY = Path(__file__).resolve().parent.parent / "tinyflow"
 COPYABLE = ["elementwise", "leaky_relu", "coupling", "autoregressive", "permutation", "invert",
             "distributions", "flow", "check", "spline", "spline_coupling", "spline_autoregressive",
-            "planar", "radial", "ode", "field_backprop", "continuous", "flow_matching"]
+            "planar", "planar_backprop", "radial", "radial_backprop", "ode", "field_backprop", "continuous",
+            "flow_matching"]
 COPY_LINE = re.compile(r"Copy with: (\w+\.py(?:, \w+\.py)*) \(and an empty __init__\.py\)\.")
 
 # Each layer as built from the copies (the module named `m` is the copy of tinyflow/m.py), in D = 3.

@@ -1,6 +1,7 @@
 """Planar: the properties the shared contract (test_layers.py) does not reach: the
 reparameterisation, the scalar equation and its solver, accuracy near the invertibility limit
-c -> -1 and at extreme parameters, and gradients of both directions w.r.t. params and inputs.
+c -> -1 and at extreme parameters, gradients of both directions w.r.t. params and inputs, and
+the forward map's primitive (planar_backprop.py) against the readable planar_plain.
 
 "1 + c" below is the distance from the limit: 1 + c = softplus(w^T u), so a layer with a given
 1 + c has w^T u = log(expm1(1 + c)); w^T u = -40 puts it at 1 + c = 4e-18.
@@ -17,7 +18,8 @@ from hypothesis import strategies as st
 
 import tinyflow as tf
 from tinyflow import strategies
-from tinyflow.planar import MAX_ITER, TINY, sech2, softplus, solve_alpha
+from tinyflow.planar import MAX_ITER, TINY, planar_plain, sech2, softplus, solve_alpha
+from tinyflow.planar_backprop import planar
 
 EPS = np.finfo(float).eps
 LIMITS = [1e-2, 1e-4, 1e-6, 1e-8]
@@ -240,3 +242,91 @@ def test_gradients_are_finite_at_the_limit_and_extremes(direction, wu):
 @examples(10)
 def test_check_layer_passes(case):
     tf.check_layer(tf.Planar(), *case)
+
+
+# The forward map as one autograd primitive (planar_backprop.planar) against the readable
+# autograd.numpy expression it replaces (planar.planar_plain): the same values and the same
+# gradients w.r.t. z, u, w and b, to rounding, at ordinary parameters, near the invertibility
+# limit (w^T u down to -40: 1 + c = 4e-18), far from it (w^T u = 1e4), and where tanh saturates.
+PRIMITIVE_TOL = 1e-12
+
+
+def primitive_case(seed, wu, b_max, z_scale, dim):
+    params = layer_at(wu, seed, dim, w_norm=(0.1, 3.0), b_max=b_max)
+    z = with_points_on_the_hyperplane(params, seed, n=10) * z_scale
+    return z, params["u"], params["w"], params["b"]
+
+
+def weighted_outputs(f, seed, shape):
+    """args -> sum(gx * x) + sum(gl * log_det) for random cotangents: its gradient is the VJP."""
+    rng = np.random.default_rng(seed + 7)
+    gx, gl = rng.standard_normal(shape), rng.standard_normal(shape[0])
+
+    def loss(*args):
+        x, log_det = f(*args)
+        return anp.sum(gx * x) + anp.sum(gl * log_det)
+    return loss
+
+
+def relative(a, b):
+    return np.max(np.abs(a - b) / np.maximum(1.0, np.abs(b)))
+
+
+primitive_cases = given(seed=seeds, wu=st.one_of(st.floats(-40, 10), st.sampled_from([wu_at(1e-8), -40.0, 1e4])),
+                        b_max=st.sampled_from([3.0, 30.0]), z_scale=st.sampled_from([1.0, 20.0]),
+                        dim=st.integers(1, 3))
+
+
+@primitive_cases
+@examples(40)
+def test_primitive_computes_the_readable_forward(seed, wu, b_max, z_scale, dim):
+    args = primitive_case(seed, wu, b_max, z_scale, dim)
+    for fast, plain in zip(planar(*args), planar_plain(*args)):
+        assert relative(fast, plain) <= PRIMITIVE_TOL
+
+
+@primitive_cases
+@examples(40)
+def test_primitive_gradients_match_autograd_of_the_readable_forward(seed, wu, b_max, z_scale, dim):
+    """Tanh saturates (|a| up to ~100) where b_max = 30 or z_scale = 20; half the points sit on a = 0."""
+    args = primitive_case(seed, wu, b_max, z_scale, dim)
+    fast, plain = (weighted_outputs(f, seed, args[0].shape) for f in (planar, planar_plain))
+    for argnum, arg in enumerate(args):
+        got, want = grad(fast, argnum)(*args), grad(plain, argnum)(*args)
+        assert np.shape(got) == np.shape(arg) and relative(got, want) <= PRIMITIVE_TOL, f"argument {argnum}"
+
+
+@given(seed=seeds, dim=st.integers(1, 3))
+@examples(10)
+def test_primitive_gradients_match_finite_differences(seed, dim):
+    params = strategies.perturb_params(tf.Planar(), dim, seed, 1.0)
+    z = np.random.default_rng(seed).uniform(-3, 3, (6, dim))
+    args = [z, params["u"], params["w"], params["b"]]
+    loss = weighted_outputs(planar, seed, z.shape)
+    for argnum in range(4):
+        theta = np.ravel(args[argnum]).astype(float)
+
+        def along(theta):
+            return loss(*args[:argnum], theta.reshape(np.shape(args[argnum])), *args[argnum + 1:])
+        expected = finite_difference_grad(along, theta)
+        got = np.ravel(grad(loss, argnum)(*args))
+        assert relative(got, expected) <= 1e-6, f"argument {argnum}"
+
+
+def test_forward_records_one_node_per_layer():
+    """The primitive, and one read of each of its two outputs: three nodes, where the readable
+    expression records 17 (z alone traced; 28 when the parameters are traced too, as in training).
+    Counted as chapter 8 counts them; the other 4 are the input, two sums and their addition."""
+    from autograd.core import VJPNode
+    from autograd.tracer import trace
+    from autograd.util import toposort
+    params = tf.Planar().init(np.random.default_rng(0), 2)
+
+    def layer_nodes(forward):
+        def total(z):
+            x, log_det = forward(z)
+            return anp.sum(x) + anp.sum(log_det)
+        _, end = trace(VJPNode.new_root(), total, np.random.default_rng(1).standard_normal((4, 2)))
+        return sum(1 for _ in toposort(end)) - 4
+    assert layer_nodes(lambda z: tf.Planar().forward(params, z)) == 3
+    assert layer_nodes(lambda z: planar_plain(z, params["u"], params["w"], params["b"])) >= 15

@@ -1,6 +1,7 @@
 """Radial: the properties the shared contract (test_layers.py) does not reach: points at the
 centre z0, parameters at the invertibility limit beta -> -alpha and beyond the usual range, the
-cancellation-free root of the inverse's quadratic, and gradients of both directions.
+cancellation-free root of the inverse's quadratic, gradients of both directions, and the forward
+map's primitive (radial_backprop.py) against the readable radial_plain.
 
 Extreme-parameter round trips use z0 = 0: with z0 != 0 a strongly contracting layer maps z next
 to z0, and x = z0 + (tiny) rounds away what no inverse can restore (an error of eps |z0| in x,
@@ -18,7 +19,8 @@ from hypothesis import strategies as st
 
 import tinyflow as tf
 from tinyflow import strategies
-from tinyflow.radial import softplus
+from tinyflow.radial import radial_plain, softplus
+from tinyflow.radial_backprop import radial
 
 EPS = np.finfo(float).eps
 seeds = st.integers(0, 2 ** 32 - 1)
@@ -192,3 +194,99 @@ def test_gradients_are_finite_at_the_centre_and_extremes(direction, alpha_raw, b
 @COSTLY
 def test_check_layer_passes(case):
     tf.check_layer(tf.Radial(), *case)
+
+
+# The forward map as one autograd primitive (radial_backprop.radial) against the readable
+# autograd.numpy expression it replaces (radial.radial_plain): the same values and the same
+# gradients w.r.t. z, z0, alpha_raw and beta_raw, to rounding, at ordinary parameters, at the
+# invertibility limit (beta_raw = -30: beta = -alpha + 1e-13) and far beyond the usual range,
+# and at every distance from z0, the centre itself included (where both give the norm's
+# symmetric subgradient 0). alpha_raw stays >= -5 (alpha >= 0.0067) there: with a tiny alpha the
+# readable d log_det / dr is a difference of terms ~ 1/alpha, which loses digits where beta is
+# small; the primitive writes it without the difference, and the identity test below checks it.
+PRIMITIVE_TOL = 1e-12
+raws = st.one_of(st.floats(-3, 3), st.sampled_from([-30.0, -10.0, 10.0, 30.0]))
+alpha_raws = st.one_of(st.floats(-3, 3), st.sampled_from([-5.0, 10.0, 30.0]))
+
+
+def relative(a, b):
+    return np.max(np.abs(a - b) / np.maximum(1.0, np.abs(b)))
+
+
+def primitive_case(seed, alpha_raw, beta_raw, dim):
+    z0 = np.random.default_rng(seed).standard_normal(dim)
+    return rays(z0, seed), z0, np.array(float(alpha_raw)), np.array(float(beta_raw))
+
+
+def weighted_outputs(f, seed, shape):
+    """args -> sum(gx * x) + sum(gl * log_det) for random cotangents: its gradient is the VJP."""
+    rng = np.random.default_rng(seed + 7)
+    gx, gl = rng.standard_normal(shape), rng.standard_normal(shape[0])
+
+    def loss(*args):
+        x, log_det = f(*args)
+        return anp.sum(gx * x) + anp.sum(gl * log_det)
+    return loss
+
+
+@given(seed=seeds, alpha_raw=raws, beta_raw=raws, dim=st.integers(1, 4))
+@CHEAP
+def test_primitive_computes_the_readable_forward(seed, alpha_raw, beta_raw, dim):
+    args = primitive_case(seed, alpha_raw, beta_raw, dim)
+    for fast, plain in zip(radial(*args), radial_plain(*args)):
+        assert relative(fast, plain) <= PRIMITIVE_TOL
+
+
+@given(seed=seeds, alpha_raw=alpha_raws, beta_raw=raws, dim=st.integers(1, 4))
+@CHEAP
+def test_primitive_gradients_match_autograd_of_the_readable_forward(seed, alpha_raw, beta_raw, dim):
+    args = primitive_case(seed, alpha_raw, beta_raw, dim)
+    fast, plain = (weighted_outputs(f, seed, args[0].shape) for f in (radial, radial_plain))
+    for argnum, arg in enumerate(args):
+        got, want = grad(fast, argnum)(*args), grad(plain, argnum)(*args)
+        assert np.shape(got) == np.shape(arg) and relative(got, want) <= PRIMITIVE_TOL, f"argument {argnum}"
+
+
+@pytest.mark.parametrize("raw", [-30.0, -10.0, 0.0, 10.0])
+def test_primitive_gradient_is_exact_where_the_layer_is_the_identity(raw):
+    """alpha_raw = beta_raw: beta = 0, x = z and log_det = 0, so d/dz = gx and d/dz0 = 0 exactly,
+    also 1e-12 from z0 with alpha = 9e-14, where the readable expression is off by ~1e-4."""
+    args = primitive_case(0, raw, raw, 2)
+    loss = weighted_outputs(radial, 0, args[0].shape)
+    gx = np.random.default_rng(7).standard_normal(args[0].shape)        # weighted_outputs' cotangent
+    assert np.max(np.abs(grad(loss, 0)(*args) - gx)) <= 1e-15 and np.max(np.abs(grad(loss, 1)(*args))) <= 1e-14
+
+
+@given(seed=seeds, dim=st.integers(1, 3))
+@COSTLY
+def test_primitive_gradients_match_finite_differences(seed, dim):
+    params = strategies.perturb_params(tf.Radial(), dim, seed, 1.0)
+    z = np.random.default_rng(seed).uniform(-3, 3, (6, dim))
+    args = [z, params["z0"], params["alpha_raw"], params["beta_raw"]]
+    loss = weighted_outputs(radial, seed, z.shape)
+    for argnum in range(4):
+        theta = np.ravel(args[argnum]).astype(float)
+
+        def along(theta):
+            return loss(*args[:argnum], theta.reshape(np.shape(args[argnum])), *args[argnum + 1:])
+        expected = finite_difference_grad(along, theta)
+        assert relative(np.ravel(grad(loss, argnum)(*args)), expected) <= 1e-6, f"argument {argnum}"
+
+
+def test_forward_records_one_node_per_layer():
+    """The primitive, and one read of each of its two outputs: three nodes, where the readable
+    expression records 27 (z alone traced; 32 when the parameters are traced too, as in training).
+    Counted as chapter 8 counts them; the other 4 are the input, two sums and their addition."""
+    from autograd.core import VJPNode
+    from autograd.tracer import trace
+    from autograd.util import toposort
+    params = tf.Radial().init(np.random.default_rng(0), 2)
+
+    def layer_nodes(forward):
+        def total(z):
+            x, log_det = forward(z)
+            return anp.sum(x) + anp.sum(log_det)
+        _, end = trace(VJPNode.new_root(), total, np.random.default_rng(1).standard_normal((4, 2)))
+        return sum(1 for _ in toposort(end)) - 4
+    assert layer_nodes(lambda z: tf.Radial().forward(params, z)) == 3
+    assert layer_nodes(lambda z: radial_plain(z, params["z0"], params["alpha_raw"], params["beta_raw"])) >= 20

@@ -42,22 +42,27 @@ steps were taken; the cap is MAX_ITER = 100.
 alpha is an autograd primitive: the solver runs on plain numbers and the gradient comes from the
 implicit function theorem, d alpha = (d(w^T x) - tanh(alpha + b) dc - c sech^2 db) / g'.
 
+planar_plain is the forward map written with autograd.numpy, to be read. The layer calls
+planar_backprop.planar, the same map as one autograd primitive with its backprop written out
+(tested against this one): one node where planar_plain records about thirty, which is what a
+deep planar flow's training step pays for (chapter 9).
+
 Parameters {"u": (D,), "w": (D,), "b": ()}; z, x (N, D); log_det (N,). Any D >= 1.
 Init: u, w ~ U(-1/sqrt(D), 1/sqrt(D)), b = 0: w^T z is O(1) for z ~ N(0, I),
 so tanh is neither saturated nor linear, and random directions make stacked layers differ. A
 tiny w (e.g. N(0, 0.01^2)) would not give a near-identity layer: u_hat's correction has size
 |m(w^T u) - w^T u| / ||w|| ~ 0.31 / ||w||.
 
-Copy with: planar.py, validate.py (and an empty __init__.py).
+Copy with: planar.py, planar_backprop.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
 import numpy as onp
-from autograd.extend import defvjp, primitive
+from autograd.extend import defvjp, defvjp_argnums, primitive
 
+from .planar_backprop import TINY, planar
 from .validate import check_dim, check_points
 
 MAX_ITER = 100
-TINY = onp.finfo(float).tiny      # the smallest normal float64, 2.2e-308
 
 
 def softplus(s):
@@ -78,6 +83,23 @@ def tanh(a):
 
 
 defvjp(tanh, lambda t, a: lambda g: g * sech2(a))
+
+
+def reparameterise(u, w):
+    """(u_hat, 1 + c) with c = w^T u_hat = m(w^T u) > -1; m(s) - s = softplus(-s) - 1."""
+    wu = np.dot(w, u)
+    norm2 = np.maximum(np.dot(w, w), TINY)              # w = 0 (never drawn) has no u_hat: stay finite
+    one_plus_c = softplus(wu) + TINY                    # > 0 also where e^(w^T u) underflows (< -745)
+    return u + (softplus(-wu) - 1) * w / norm2, one_plus_c
+
+
+def planar_plain(z, u, w, b):
+    """(x, log_det) written with autograd.numpy, to be read: what planar_backprop.planar computes
+    as one autograd node, and the reference the tests hold it to."""
+    u_hat, one_plus_c = reparameterise(u, w)
+    a = np.dot(z, w) + b
+    t = tanh(a)
+    return z + u_hat * t[:, None], np.log(t ** 2 + one_plus_c * sech2(a))     # log(1 + c sech^2(a))
 
 
 def solve_alpha(wx, one_plus_c, b):
@@ -119,17 +141,21 @@ def _implicit(alpha, one_plus_c, b):
     return t, s, t ** 2 + one_plus_c * s
 
 
-def _vjp(partial):
-    def make(alpha, wx, one_plus_c, b):
-        t, s, slope = _implicit(alpha, one_plus_c, b)
-        return lambda g: partial(g / slope, t, s, one_plus_c)
-    return make
+def planar_alpha_vjp(argnums, alpha, args, kwargs):
+    """The gradients of alpha autograd asked for (of w^T x, 1 + c, b), by the implicit function
+    theorem on g(alpha) = alpha + c tanh(alpha + b) - w^T x = 0:
+    d alpha = (d(w^T x) - tanh(alpha + b) dc - c sech^2(alpha + b) db) / g'."""
+    wx, one_plus_c, b = args
+    t, s, slope = _implicit(alpha, one_plus_c, b)
+
+    def vjp(g):
+        g = g / slope
+        grads = {0: lambda: g, 1: lambda: -np.sum(g * t), 2: lambda: -np.sum(g * (one_plus_c - 1) * s)}
+        return [grads[i]() for i in argnums]
+    return vjp
 
 
-defvjp(planar_alpha,
-       _vjp(lambda g, t, s, one_plus_c: g),                                   # d alpha / d(w^T x) = 1 / g'
-       _vjp(lambda g, t, s, one_plus_c: -np.sum(g * t)),                      # d alpha / dc = -tanh / g'
-       _vjp(lambda g, t, s, one_plus_c: -np.sum(g * (one_plus_c - 1) * s)))   # d alpha / db = -c sech^2 / g'
+defvjp_argnums(planar_alpha, planar_alpha_vjp)
 
 
 class Planar:
@@ -140,20 +166,12 @@ class Planar:
         return {"u": rng.uniform(-limit, limit, dim), "w": rng.uniform(-limit, limit, dim), "b": np.array(0.0)}
 
     def u_hat(self, params):
-        """(u_hat, 1 + c) with c = w^T u_hat = m(w^T u) > -1; m(s) - s = softplus(-s) - 1."""
-        u, w = params["u"], params["w"]
-        wu = np.dot(w, u)
-        norm2 = np.maximum(np.dot(w, w), TINY)              # w = 0 (never drawn) has no u_hat: stay finite
-        one_plus_c = softplus(wu) + TINY                    # > 0 also where e^(w^T u) underflows (< -745)
-        return u + (softplus(-wu) - 1) * w / norm2, one_plus_c
+        """(u_hat, 1 + c) with c = w^T u_hat > -1 (see reparameterise)."""
+        return reparameterise(params["u"], params["w"])
 
     def forward(self, params, z):
         z = check_points(z, len(params["w"]), "z")
-        u_hat, one_plus_c = self.u_hat(params)
-        a = np.dot(z, params["w"]) + params["b"]
-        t = tanh(a)
-        x = z + u_hat * t[:, None]
-        return x, np.log(t ** 2 + one_plus_c * sech2(a))             # log(1 + c sech^2(a))
+        return planar(z, params["u"], params["w"], params["b"])     # = planar_plain(z, u, w, b), one node
 
     def inverse(self, params, x):
         x = check_points(x, len(params["w"]), "x")

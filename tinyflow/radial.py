@@ -33,18 +33,21 @@ r = ||z - z0|| has no derivative at z = z0, and autograd's sqrt'(0) is inf, so t
 of a sanitised argument there; its gradient is 0 at that point, the symmetric subgradient (f and
 the inverse are differentiable there; only the log-det has a kink, a cone in r).
 
+radial_plain is the forward map written with autograd.numpy, to be read. The layer calls
+radial_backprop.radial, the same map as one autograd primitive with its backprop written out
+(tested against this one): one node where radial_plain records about thirty.
+
 Parameters {"z0": (D,), "alpha_raw": (), "beta_raw": ()}; z, x (N, D); log_det (N,). Any D >= 1.
 Init: z0 ~ N(0, I), so the centre sits where a standard normal base puts its mass;
 alpha_raw, beta_raw ~ U(-0.1, 0.1), so alpha ~ log 2 and beta = O(0.05): close to the identity,
 yet not exactly, so stacked layers differ.
 
-Copy with: radial.py, validate.py (and an empty __init__.py).
+Copy with: radial.py, radial_backprop.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
 
+from .radial_backprop import TINY, radial
 from .validate import check_dim, check_points
-
-TINY = np.finfo(float).tiny      # the smallest normal float64, 2.2e-308
 
 
 def softplus(s):
@@ -59,6 +62,23 @@ def norm(d):
     return np.where(positive, np.sqrt(np.where(positive, squared, 1.0)), 0.0)
 
 
+def log_det(r, alpha, alpha_plus_beta, dim):
+    """log|det dx/dz| at distance r from z0 (N,)."""
+    log_first = np.log(r + alpha_plus_beta) - np.log(alpha + r)                # log(1 + beta h)
+    log_second = np.log(r * (2 * alpha + r) + alpha * alpha_plus_beta) - 2 * np.log(alpha + r)
+    return (dim - 1) * log_first + log_second
+
+
+def radial_plain(z, z0, alpha_raw, beta_raw):
+    """(x, log_det) written with autograd.numpy, to be read: what radial_backprop.radial computes
+    as one autograd node, and the reference the tests hold it to."""
+    alpha, alpha_plus_beta = softplus(alpha_raw) + TINY, softplus(beta_raw) + TINY
+    d = z - z0
+    r = norm(d)
+    x = z0 + d * ((r + alpha_plus_beta) / (alpha + r))[:, None]                 # z0 + (1 + beta h) (z - z0)
+    return x, log_det(r, alpha, alpha_plus_beta, z.shape[1])
+
+
 class Radial:
     """x = z + beta (z - z0) / (alpha + ||z - z0||); params {"z0": (D,), "alpha_raw": (), "beta_raw": ()}."""
 
@@ -71,19 +91,9 @@ class Radial:
         """(alpha, alpha + beta), both > 0, also where softplus underflows to 0 (raw < -745)."""
         return softplus(params["alpha_raw"]) + TINY, softplus(params["beta_raw"]) + TINY
 
-    def log_det(self, r, alpha, alpha_plus_beta, dim):
-        """log|det dx/dz| at distance r from z0 (N,)."""
-        log_first = np.log(r + alpha_plus_beta) - np.log(alpha + r)                # log(1 + beta h)
-        log_second = np.log(r * (2 * alpha + r) + alpha * alpha_plus_beta) - 2 * np.log(alpha + r)
-        return (dim - 1) * log_first + log_second
-
     def forward(self, params, z):
         z = check_points(z, len(params["z0"]), "z")
-        alpha, alpha_plus_beta = self.alpha_beta(params)
-        d = z - params["z0"]
-        r = norm(d)
-        x = params["z0"] + d * ((r + alpha_plus_beta) / (alpha + r))[:, None]     # z0 + (1 + beta h) (z - z0)
-        return x, self.log_det(r, alpha, alpha_plus_beta, z.shape[1])
+        return radial(z, params["z0"], params["alpha_raw"], params["beta_raw"])   # = radial_plain(...), one node
 
     def inverse(self, params, x):
         x = check_points(x, len(params["z0"]), "x")
@@ -95,4 +105,4 @@ class Radial:
         large = B >= 0
         r = np.where(large, 2 * alpha * r_x / np.where(large, B + sqrt_disc, 1.0), (sqrt_disc - B) / 2)
         z = params["z0"] + d * ((alpha + r) / (r + alpha_plus_beta))[:, None]
-        return z, -self.log_det(r, alpha, alpha_plus_beta, x.shape[1])
+        return z, -log_det(r, alpha, alpha_plus_beta, x.shape[1])
