@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from chapter_runner import parse_report, run_chapter
+from chapter_runner import claim_lines, parse_report, run_chapter
 
 FIGURES = ["ch02_leaky_relu_fold.png", "ch02_learned_vs_target.png", "ch02_correlated_failure.png"]
 
@@ -105,10 +105,22 @@ def test_kl_splits_into_the_mutual_information_and_the_distance_to_the_best_prod
     assert abs(numbers["kl"] - (floor + excess)) < 5 * numbers["kl_se"]
 
 
-def test_every_seed_dependent_claim_prints_the_range_the_text_states(run):
-    # chapters/seeds.py reads these lines; --quick prints the full run's range without judging it
-    assert len(re.findall(r"\(text, full run: \S+ to \S+ over seeds 0-4; a --quick run is not compared\)",
-                          run[0])) == 8
+def test_gradients_at_the_truth_are_within_noise_of_the_derived_values(run):
+    # both statistics are the larger of two |N(0, 1)| if the derivation is right, whatever the
+    # number of points, so a --quick run keeps the bound too
+    claims = [c for c in claim_lines(run[0]) if "in standard errors" in c["label"]]
+    assert len(claims) == 2 and all(c["kind"] == "bound" and c["at_most"] == 3.5 for c in claims)
+    assert all(c["value"] <= 3.5 for c in claims)
+
+
+def test_every_claim_states_its_kind(run):
+    # chapters/seeds.py reads these lines; --quick prints the full run's claim without judging it
+    claims = claim_lines(run[0])
+    assert [c["kind"] for c in claims] == ["bound", "bound", "bound", "bound", "exact", "bound"]
+    assert all(c["quick"] for c in claims)
+    identity = claims[4]
+    assert identity["label"].startswith("correlated Gaussian, KL after")
+    assert abs(identity["expected"] - (-0.5 * math.log(1 - 0.8 ** 2))) < 1e-6 and identity["tol"] == 0.01
 
 
 @pytest.mark.parametrize("name", FIGURES)

@@ -1,13 +1,13 @@
 """Chapter 4 in --quick mode: MADE's Jacobian is exactly zero where it must be, the inverse
 becomes exact one coordinate per pass, IAF and MAF swap their pass counts and undo each other,
 the first gradient is far longer than the clipping norm, the sigmoid-gated layer never beats its
-computed floor, every seed-dependent claim prints its range, and every figure is written."""
+computed floor, every claim states its kind, and every figure is written."""
 import math
 import re
 
 import pytest
 
-from chapter_runner import parse_report, run_chapter
+from chapter_runner import claim_lines, parse_report, run_chapter
 
 FIGURES = ["ch04_made_masks.png", "ch04_iaf_vs_maf_cost.png", "ch04_first_flow.png",
            "ch04_scale_parameterisation.png"]
@@ -111,10 +111,19 @@ def test_hard_clamp_cuts_the_gradient_and_the_soft_bound_does_not(run):
     assert slopes("hard clamp clip(s_raw, -5, 3)") == [1.0, 1.0, 0.0, 0.0]
 
 
-def test_every_seed_dependent_claim_prints_the_range_the_text_states(run):
-    # chapters/seeds.py reads these lines; --quick prints the full run's range without judging it
-    assert len(re.findall(r"\(text, full run: \S+ to \S+ over seeds 0-4; a --quick run is not compared\)",
-                          run[0])) == 8
+def test_every_claim_states_its_kind(run):
+    # chapters/seeds.py reads these lines; --quick prints the full run's claim without judging it
+    claims = {c["label"]: c for c in claim_lines(run[0])}
+    assert [c["kind"] for c in claims.values()] == ["bound", "bound", "bound", "frequency", "bound"]
+    assert all(c["quick"] for c in claims.values())
+    assert claims["gradient norm at the first step"]["at_least"] == 150
+    assert claims["sigmoid-gated: paired KL after 100 steps"]["at_least"] == 0.63      # the floor, rounded down
+    unclipped = next(c for c in claims.values() if c["kind"] == "frequency")
+    assert unclipped["label"].startswith("without clipping the run ends far worse")
+
+
+def test_no_timing_is_stated_as_a_claim(run):
+    assert not [c for c in claim_lines(run[0]) if "time" in c["label"] or "ms" in c["label"].split()]
 
 
 @pytest.mark.parametrize("name", FIGURES)
