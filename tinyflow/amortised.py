@@ -14,7 +14,8 @@ context every layer sees:
 
 Design. (1) The diagonal Gaussian is the flow's first layer, not a conditional base: Flow gives its
 context to layers only, and log N(eps; 0, I) - sum_i s_i is exactly log N(z_0; mu, diag e^2s), so
-nothing in Flow changes. (2) R&M's encoder outputs mu, sigma and every (u_k, w_k, b_k) through one
+nothing in Flow changes (a base taking the context would need a context argument on every base's
+log_prob and from_noise, for one use). (2) R&M's encoder outputs mu, sigma and every (u_k, w_k, b_k) through one
 linear map of its last hidden layer h. That map is split here into one linear head per layer,
 held by the layer: u_k(h) = u_k + h W_u,k, and so on. So every layer of q reads the same h, as
 Flow requires (one context_dim), and AffineAutoregressive(context_dim=C) IAF steps (Kingma et
@@ -28,7 +29,9 @@ bracketed Newton solve, now with one (1 + c, b) per point.
 
 planar_rows_plain is the planar step written with autograd.numpy, to be read; the layer calls
 amortised_backprop.planar_rows, the same map as one autograd primitive with its backprop written
-out (tested against this one): a VAE step through 32 planar steps then costs a third as much.
+out (tested against this one): one node per step instead of about fifteen, which halves the cost
+of a gradient step through 32 planar steps (measured: 32-36 -> 17-18 ms CPU at batch 128, D = 4,
+C = 64; what remains is the heads and the flow's bookkeeping).
 
 Shapes: eps, z (N, D); context h (N, C), one row per point; log_det (N,).
 AmortisedAffine params {"W_mu": (C, D), "mu": (D,), "W_s": (C, D), "s": (D,)}.
