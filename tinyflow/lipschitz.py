@@ -135,7 +135,7 @@ def tanh(a, beta=None):
 
 def elu(a, beta=None):
     """(ELU(a), ELU'(a)): a for a > 0, e^a - 1 below; 1-Lipschitz, no slope parameter."""
-    below = np.minimum(a, 0.0)                  # expm1 of the positive side never computed
+    below = np.where(a > 0, 0.0, a)             # never expm1 of a large a (np.minimum's gradient is 1/2 at 0)
     return np.where(a > 0, a, np.expm1(below)), np.where(a > 0, 1.0, np.exp(below))
 
 

@@ -181,11 +181,16 @@ class InvertibleResidual:
 
     def inverse(self, params, y):
         y = check_points(y, _dim(params), "y")
+        x = self.preimage(params, y)
         weights, betas = self.weights(params)
-        leaves = [w for pair in weights for w in pair] + [beta for beta in betas if beta is not None]
-        x = fixed_point(y, self.lipschitz, self.activation, len(weights), *leaves)
         slopes = network(weights, betas, x, self.activation)[1]
         return x, -log_det_exact(weights, slopes, y.shape[1])
+
+    def preimage(self, params, y):
+        """x = f^-1(y) (N, D) without its log-det: the fixed point, differentiable in y and params."""
+        weights, betas = self.weights(params)
+        leaves = [w for pair in weights for w in pair] + [beta for beta in betas if beta is not None]
+        return fixed_point(check_points(y, _dim(params), "y"), self.lipschitz, self.activation, len(weights), *leaves)
 
     def solve(self, params, y):
         """The fixed-point inverse on plain numbers: (x, steps taken), for counting iterations."""
