@@ -1,9 +1,7 @@
 """InvertibleResidual (tinyflow/residual.py): the layer contract with the exact log-det, the
 fixed-point inverse and its gradients, the Lipschitz bound, and bad hyperparameters.
 
-`strong_layer` builds a g whose Jacobian norm is within 1% of the bound c near 0 (so the
-fixed-point iteration and the series are as slow as c allows), from a random W_1 (2, H) and
-W_2 = -W_1^T M: near x = 0, J_g ~ -c M^T / ||M||.
+strong_layer (residual_cases.py) is a g whose Jacobian norm is within 1% of its bound c near 0.
 """
 import numpy as np
 import pytest
@@ -13,18 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tinyflow as tf
+from residual_cases import strong_layer
 from tinyflow.residual import InvertibleResidual
 from tinyflow.strategies import layer_case, perturb_params
 
 FAST = dict(hidden=(8, 8))
 CASES = [(activation, dim) for activation in ("lipswish", "tanh", "elu") for dim in (1, 2, 3)]
-M = np.array([[1.0, 0.4], [-0.2, 0.8]])
-
-
-def strong_layer(c, seed=0, hidden=16):
-    rng = np.random.default_rng(seed)
-    W_1 = rng.standard_normal((2, hidden))
-    return InvertibleResidual((hidden,), c, "tanh"), [{"W": W_1, "b": np.zeros(hidden)}, {"W": -W_1.T @ M, "b": np.zeros(2)}]
 
 
 def finite_difference_gradient(f, theta, h=1e-6):
