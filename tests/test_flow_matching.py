@@ -178,6 +178,31 @@ def test_the_weights_are_the_base_density_of_each_line_start():
         assert np.allclose(x1_a[i] - x0_a[i], expected, rtol=0, atol=1e-9 * (1 + np.abs(expected).max()))
 
 
+@pytest.mark.parametrize("per_point", [False, True])
+def test_line_weights_are_the_normalised_base_density_of_each_line_start(per_point):
+    base, base_params = tf.DiagNormal(2), {"loc": np.array([0.5, 0.0]), "log_scale": np.array([0.2, -0.3])}
+    rng = np.random.default_rng(6)
+    x_t, x1 = rng.standard_normal((5, 2)), 2 * rng.standard_normal((30, 2))
+    t = rng.uniform(size=5) if per_point else 0.6
+    w = tf.flow_matching.line_weights(base, base_params, x_t, t, x1)
+    assert w.shape == (5, 30) and np.allclose(w.sum(axis=1), 1, rtol=0, atol=1e-12)
+    for n, t_n in enumerate(np.broadcast_to(t, 5)):
+        density = np.exp(base.log_prob(base_params, (x_t[n] - t_n * x1) / (1 - t_n)))
+        assert np.allclose(w[n], density / density.sum(), rtol=1e-9, atol=1e-15)
+
+
+def test_line_weights_over_many_data_points_give_the_ideal_field():
+    # u(x, t) = (sum_j w_j x1_j - x) / (1 - t) with 40,000 draws of the data, against the known case's
+    # closed form (measured: within 0.007 at t = 0.25 and 0.044 at t = 0.5 for |x| <= 1.5; the later the
+    # time, the fewer of the draws whose lines pass near x carry the weight)
+    rng = np.random.default_rng(7)
+    pool, x = rng.standard_normal((40_000, 2)), rng.uniform(-1.5, 1.5, (8, 2))
+    for t in (0.25, 0.5):
+        w = tf.flow_matching.line_weights(tf.StandardNormal(2), {}, x, t, pool)
+        u = (w @ pool - x) / (1 - t)
+        assert np.abs(u - u_known(x, np.full(8, t))).max() < 0.1
+
+
 def test_averaged_targets_approach_the_conditional_mean_with_less_spread():
     # known case (module docstring): u(x, t) = (2t - 1) x / ((1 - t)^2 + t^2). Over a batch of 4000, for
     # t < 1/2 the averaged targets sit within 0.05 of u (rms; measured 0.02-0.03) where the plain ones

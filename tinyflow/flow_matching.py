@@ -19,12 +19,15 @@ flow_matching_batches builds the sampler that draws batch = (x1, x0, t). The bas
 
 That floor is noise in every gradient. average=True removes most of it (the "stable target field"
 of Xu et al. 2023): the line through x_t could have come from any data point x1_j of the batch,
-starting at x0_j = (x_t - t x1_j) / (1 - t), and is as likely to have as the base's density there, so
+starting at x0_j = (x_t - t x1_j) / (1 - t), and how likely it is to have come from x1_j is
+proportional to the base's density at that start, so (line_weights computes the w_j)
 
     target = sum_j w_j (x1_j - x0_j),   w_j = p_base(x0_j) / sum_k p_base(x0_k)
 
 (the factor (1 - t)^-D of the change of variables is the same for every j). That is E[x1 - x0 | x_t]
-with the data replaced by the batch: biased by O(1 / batch size), but far less noisy. The sampler
+with the data replaced by the batch: biased by O(1 / batch size), but far less noisy. Since
+x1_j - x0_j = (x1_j - x_t) / (1 - t), the same weights over many data points give the ideal field
+itself, u(x, t) = (sum_j w_j x1_j - x) / (1 - t) (chapter 14 draws it). The sampler
 then returns the pair (x1', x0') = (x_t + (1 - t) target, x_t - t target), which has the same x_t and
 velocity x1' - x0' = target, so the loss is unchanged.
 
@@ -75,24 +78,37 @@ def flow_matching_batches(flow, params, data, average=False):
 
 def averaged_pair(base, base_params, x1, x0, t):
     """(x1', x0', t): x_t kept, x1' - x0' = sum_j w_j (x1_j - x0_j), the velocity averaged over the
-    batch's data points, each weighted by the base density of the start its line through x_t needs.
-    base: StandardNormal or DiagNormal, z = loc + scale eps."""
-    if not isinstance(base, (StandardNormal, DiagNormal)):
-        raise TypeError(f"average=True needs a Gaussian base (StandardNormal, DiagNormal), got {type(base).__name__}")
-    loc = onp.asarray(base.from_noise(base_params, onp.zeros(x1.shape[1])))
-    scale = onp.asarray(base.from_noise(base_params, onp.ones(x1.shape[1]))) - loc
+    batch's data points, each weighted by the base density of the start its line through x_t needs."""
     s = (1 - t)[:, None]                                              # 1 - t >= 2^-53: U[0, 1) never gives 1
     x_t = s * x0 + t[:, None] * x1
-    # log p_base(x0_j) = -|(x0_j - loc) / scale|^2 / 2 + const, and (x0_j - loc) / scale = (a - t b_j) / (1 - t)
-    # with a = (x_t - (1 - t) loc) / scale, b_j = x1_j / scale. |a|^2 is the same for every j: dropped.
-    a, b = (x_t - s * loc) / scale, x1 / scale
-    log_w = (t[:, None] * (a @ b.T) - 0.5 * t[:, None] ** 2 * onp.sum(b ** 2, axis=1)) / s ** 2
-    w = onp.exp(log_w - log_w.max(axis=1, keepdims=True))
-    w /= w.sum(axis=1, keepdims=True)
+    w = line_weights(base, base_params, x_t, t, x1)
     # x1_j - x0_j = (x1 - x0) + (x1_j - x1) / (1 - t), relative to the point's own pair: as t -> 1 the
     # other weights vanish faster than 1 / (1 - t) grows, and the own velocity stays exact.
     target = (x1 - x0) + (w @ x1 - x1) / s
     return x_t + s * target, x_t - t[:, None] * target, t
+
+
+def line_weights(base, base_params, x_t, t, x1):
+    """w (N, M), rows summing to 1: w[n, j] = p_base(x0_nj) / sum_k p_base(x0_nk), with
+    x0_nj = (x_t[n] - t_n x1[j]) / (1 - t_n) the start from which the straight line to data point
+    x1[j] passes through x_t[n] at time t_n. x_t (N, D); t a number or (N,), each in [0, 1);
+    x1 (M, D). base: StandardNormal or DiagNormal (z = loc + scale eps) with base_params."""
+    if not isinstance(base, (StandardNormal, DiagNormal)):
+        raise TypeError("line_weights (and so average=True) needs a Gaussian base (StandardNormal, DiagNormal), "
+                        f"got {type(base).__name__}")
+    loc = onp.asarray(base.from_noise(base_params, onp.zeros(x1.shape[1])))
+    scale = onp.asarray(base.from_noise(base_params, onp.ones(x1.shape[1]))) - loc
+    t = onp.broadcast_to(onp.asarray(t, dtype=float), (len(x_t),))[:, None]
+    # log p_base(x0_j) = -|(x0_j - loc) / scale|^2 / 2 + const, and (x0_j - loc) / scale = (a - t b_j) / (1 - t)
+    # with a = (x_t - (1 - t) loc) / scale, b_j = x1_j / scale. |a|^2 is the same for every j: dropped, so
+    # log w_j = c (a . b_j - t |b_j|^2 / 2) + const with c = t / (1 - t)^2 (c folded in before the (N, M) product).
+    a, b = (x_t - (1 - t) * loc) / scale, x1 / scale
+    c = t / (1 - t) ** 2
+    log_w = (c * a) @ b.T - (0.5 * t * c) * onp.sum(b ** 2, axis=1)
+    log_w -= log_w.max(axis=1, keepdims=True)          # the largest weight is exp(0): no overflow
+    w = onp.exp(log_w, out=log_w)
+    w /= w.sum(axis=1, keepdims=True)
+    return w
 
 
 def _checked(batch, dim):
