@@ -7,10 +7,11 @@ start vector v_0 (n_out,):
 
     u = W v / |W v|,   v = W^T u / |W^T u|,   sigma = u^T W v          (one step)
 
-Each step multiplies v by W^T W, so after k steps v is (W^T W)^k v_0, normalised: the top right
-singular vector's share grows like (sigma_1 / sigma_2)^(2k), and sigma is within a relative
-(sigma_2 / sigma_1)^(4k) of sigma_1 (Golub & Van Loan, section 8.2). Measured on 64 x 64
-weights drawn like mlp_init's: 40 to 2,300 steps (median 140) to settle to 1e-12.
+Each step multiplies v by W^T W, so after k steps v is (W^T W)^k v_0, normalised: its angle to
+the top right singular vector shrinks like (sigma_2 / sigma_1)^(2k), and sigma's relative error,
+from below, like the square of that (Golub & Van Loan, "Matrix computations", section 8.2).
+Measured on 200 64 x 64 weights (mlp_init's plus up to 1.5 N(0, 1)): 49 to 1,514 steps (median
+163) for sigma within 1e-12, since sigma_2 / sigma_1 is often above 0.9.
 
 Keeping v between training steps. Spectral normalisation as Miyato et al. (2018) wrote it, and
 i-ResNet and Residual Flows after them, stores v beside the weights and takes one step per
@@ -23,13 +24,14 @@ function of params alone (check_layer, finite differences, save_params/load_para
 fixed-point inverse all rely on that), and params holds only trainable floats. It stays cheap by
 taking the steps in doublings: with B_0 = W^T W / trace and B_(j+1) = B_j^2 / trace(B_j^2), B_j is
 (W^T W)^(2^j) up to scale, so j matrix products take 2^j steps at once; its column with the
-largest diagonal entry is (W^T W)^(2^j) e_i, power iteration from v_0 = e_i. 10-15 products
-(0.3-0.4 ms for 64 x 64) settle it to rounding from any start. `power_iteration` is the one-step
-version, with its state v passed in and returned, to show the convergence.
+largest diagonal entry is (W^T W)^(2^j) e_i, power iteration from v_0 = e_i. On the same 200
+weights 9 to 13 products (0.3 ms) settled it, sigma within 1.1e-15 of numpy's SVD.
+`power_iteration` is the one-step version, with its state v passed in and returned, to show
+the convergence.
 
 Gradient. sigma = u^T W v with u, v held fixed (plain numbers, not traced) gives autograd
 d sigma / dW = u v^T, the derivative of the largest singular value wherever it is simple (where
-sigma_1 = sigma_2 sigma has no derivative and u v^T is a subgradient).
+sigma_1 = sigma_2 it has none, and u v^T is a subgradient).
 
 Normalisation (both papers): W_hat = W / max(1, sigma / c) leaves W alone if sigma(W) <= c and
 otherwise scales it onto sigma(W_hat) = c.
@@ -39,8 +41,8 @@ LipSwish (Chen et al. 2019, "Residual Flows for invertible generative modeling")
     phi(a) = a sigmoid(beta a) / 1.1,   beta = softplus(beta_raw) > 0
     phi'(a) = s (1 + t (1 - s)) / 1.1,   t = beta a,  s = sigmoid(t)
 
-Swish's slope s (1 + t (1 - s)) depends on t alone and lies in [-0.0998, 1.0998] (extremes at
-t = -+2.3994), so dividing by 1.1 bounds |phi'| by 1 for every beta. Why not ELU or tanh: the
+Swish's slope s (1 + t (1 - s)) depends on t alone and lies in [-0.0998, 1.0998] (its minimum at
+t = -2.3994, its maximum at t = 2.3994), so dividing by 1.1 bounds |phi'| by 1 for every beta. Why not ELU or tanh: the
 log-density depends on phi' (through J_g), so its gradient depends on phi''. A Lipschitz-bounded
 g is expressive where its units have slopes near 1, and ELU reaches slope 1 on the whole half-line
 a > 0 (and softplus as a -> inf), where phi'' = 0: the paper's derivative saturation, a unit at
@@ -123,8 +125,9 @@ def sigmoid(t):
 
 def lipswish(a, beta):
     """(phi(a), phi'(a)) for LipSwish with slope parameter beta > 0 (elementwise)."""
-    s = sigmoid(beta * a)
-    return a * s / 1.1, s * (1 + beta * a * (1 - s)) / 1.1
+    t = beta * a
+    s = sigmoid(t)
+    return a * s / 1.1, s * (1 + t * (1 - s)) / 1.1
 
 
 def tanh(a, beta=None):

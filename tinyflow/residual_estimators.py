@@ -38,7 +38,7 @@ every n (common random numbers, for comparing n). Shapes: x (N, D); estimates (N
 
 estimated_log_prob(flow, ...) is Flow.log_prob with each residual layer's log-det estimated.
 
-Copy with: residual_estimators.py, invert.py, leaves.py, lipschitz.py, residual.py, validate.py (and an empty __init__.py).
+Copy with: residual_estimators.py, fixed_point.py, invert.py, leaves.py, lipschitz.py, residual.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
 import numpy as onp
