@@ -115,6 +115,16 @@ def test_layer_starts_as_the_identity():
     assert np.array_equal(y, x) and np.array_equal(log_det, np.zeros(5))
 
 
+def test_saved_and_loaded_params_give_the_same_map(tmp_path):
+    layer = InvertibleResidual(**FAST)                    # no power-iteration state to save beside params
+    params = perturb_params(layer, 2, 6, 1.0)
+    tf.save_params(tmp_path / "residual.npz", params)
+    x = np.random.default_rng(0).standard_normal((5, 2))
+    for direction in ("forward", "inverse"):
+        first, second = (getattr(layer, direction)(p, x) for p in (params, tf.load_params(tmp_path / "residual.npz")))
+        assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
+
+
 def test_params_hold_only_trainable_floats():
     params = InvertibleResidual(hidden=(16, 8)).init(np.random.default_rng(0), 3)
     assert [sorted(layer) for layer in params] == [["W", "b", "beta_raw"]] * 2 + [["W", "b"]]
