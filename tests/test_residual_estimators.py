@@ -93,7 +93,7 @@ def test_russian_roulette_neumann_gradient_is_unbiased():
 
 def test_russian_roulette_weights_are_inverse_survival_probabilities():
     p, n_exact = 0.3, 2
-    survival = lambda m: 1.0 if m <= 0 else 1 - sum(p * (1 - p) ** (j - 1) for j in range(1, m))   # P(N >= m)
+    survival = lambda m: 1.0 if m <= 0 else 1 - sum(p * (1 - p) ** (j - 1) for j in range(1, m))   # P(R >= m)
     expected = [1 / survival(k - n_exact) for k in range(1, 9)]
     assert np.allclose(roulette_weights(n_exact, 6, p), expected, rtol=1e-12, atol=0)
 

@@ -6,7 +6,7 @@ The series. With Lip(g) <= c < 1 every eigenvalue of J = J_g(x) has |lambda| <= 
     log det(I + J) = tr log(I + J) = sum_{k>=1} (-1)^(k+1) tr(J^k) / k.
 
 Hutchinson (1989): tr(A) = E[v^T A v] for probes with E[v v^T] = I; Rademacher probes (+-1
-entries) have the least variance of such draws. Each term needs J^k v, k products J_g v
+entries) have the least variance of probes with independent entries. Each term needs J^k v, k products J_g v
 (residual.jvp), not the Jacobian: O(n) products per point whatever D is.
 
     exact:      log det(I + J) by slogdet (residual.py); D products J_g e_j.
@@ -14,26 +14,26 @@ entries) have the least variance of such draws. Each term needs J^k v, k product
                 Biased: it drops the tail, at most D (-log(1 - c) - sum_{k<=n} c^k / k) in size,
                 which grows with c: the more expressive g, the more terms it needs. Its gradient
                 is autograd's, through all n products (memory grows with n).
-    roulette:   sum_{k=1}^{n_exact + N} (-1)^(k+1) v^T J^k v / (k P(N >= k - n_exact))   (Chen et al. 2019)
-                N ~ Geometric(p) on {1, 2, ...}, one draw per call (shared by the batch, as in the
-                papers' code), P(N >= m) = (1 - p)^(m - 1), and the first n_exact terms always
-                taken (weight 1). Term k is kept with probability P(N >= k - n_exact) and divided
+    roulette:   sum_{k=1}^{n_exact + R} (-1)^(k+1) v^T J^k v / (k P(R >= k - n_exact))   (Chen et al. 2019)
+                R ~ Geometric(p) on {1, 2, ...}, one draw per call (shared by the batch, as in the
+                papers' code), P(R >= m) = (1 - p)^(m - 1), and the first n_exact terms always
+                taken (weight 1). Term k is kept with probability P(R >= k - n_exact) and divided
                 by it, so its expectation is the full series: unbiased, with n_exact + 1/p terms
                 on average. Its variance is finite only if the terms shrink faster than the
                 weights grow, rho(J)^2 < 1 - p (rho(J) < 0.71 at p = 0.5); beyond that it is
                 still unbiased, but heavy-tailed.
 
 The roulette gradient (Chen et al. 2019): d log det(I + J) = tr((I + J)^-1 dJ), and
-(I + J)^-1 = sum_{k>=0} (-J)^k, so with the same probes and the same N
+(I + J)^-1 = sum_{k>=0} (-J)^k, so with the same probes and the same R
 
-    d log det(I + J) ~ v^T dJ w,   w = sum_{k=0}^{n-1} (-1)^k J^k v / P(N >= k + 1 - n_exact),
+    d log det(I + J) ~ v^T dJ w,   w = sum_{k=0}^{n_exact + R - 1} (-1)^k J^k v / P(R >= k + 1 - n_exact),
 
 unbiased again. w is built from numbers the value already computed, outside autograd, and only
 the one product v^T J w is differentiated: memory independent of n, which is the point of it.
 The function returns value + s - s_value, with s = v^T J w traced and s_value its number: the
 value is the log-det estimate and the gradient is the Neumann estimate.
 
-Probes and N come from the Generator passed in, so the same seed gives the same probes for
+Probes and R come from the Generator passed in, so the same seed gives the same probes for
 every n (common random numbers, for comparing n). Shapes: x (N, D); estimates (N,).
 
 estimated_log_prob(flow, ...) is Flow.log_prob with each residual layer's log-det estimated.
@@ -58,7 +58,7 @@ def probes(rng, n, dim):
 
 
 def roulette_weights(n_exact, num_draw, p):
-    """1 / P(N >= k - n_exact) for k = 1 .. n_exact + num_draw: 1 for the first n_exact terms."""
+    """1 / P(R >= k - n_exact) for k = 1 .. n_exact + num_draw: 1 for the first n_exact terms."""
     k = onp.arange(1, n_exact + num_draw + 1)
     return (1 - p) ** -onp.maximum(k - n_exact - 1, 0)
 
@@ -112,8 +112,8 @@ def _estimate(layer, params, x, rng, estimator, n_terms, p, n_exact):
 
 def log_det(layer, params, x, rng=None, estimator="roulette", n_terms=10, p=0.5, n_exact=2):
     """log det(I + J_g(x)) (N,) of an InvertibleResidual at x: "exact"; "truncated" after
-    n_terms terms; or "roulette" with N ~ Geometric(p) terms after n_exact. rng: a Generator
-    for the probes and N (not used by "exact")."""
+    n_terms terms; or "roulette" with R ~ Geometric(p) terms after n_exact. rng: a Generator
+    for the probes and R (not used by "exact")."""
     if not isinstance(layer, InvertibleResidual):
         raise TypeError(f"layer must be an InvertibleResidual, got {type(layer).__name__}")
     _check(estimator, n_terms, p, n_exact)
@@ -123,7 +123,7 @@ def log_det(layer, params, x, rng=None, estimator="roulette", n_terms=10, p=0.5,
 
 
 def estimated_log_prob(flow, params, x, rng=None, estimator="roulette", n_terms=10, p=0.5, n_exact=2):
-    """flow.log_prob(params, x) with every residual layer's log-det estimated (fresh probes and N
+    """flow.log_prob(params, x) with every residual layer's log-det estimated (fresh probes and R
     from rng for each layer); other layers as in flow.log_prob. Invert(InvertibleResidual) maps
     x -> x + g(x) here; a plain InvertibleResidual is solved for its fixed point z and counts
     -log det(I + J_g(z)). Unconditional flows only."""
