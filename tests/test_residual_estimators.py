@@ -15,7 +15,7 @@ from autograd.misc import flatten
 import tinyflow as tf
 from residual_cases import strong_layer
 from tinyflow.residual import InvertibleResidual, network
-from tinyflow.residual_estimators import _truncated, estimated_log_prob, log_det, roulette_weights
+from tinyflow.residual_estimators import _truncated, estimate_log_det, estimated_log_prob, roulette_weights
 from tinyflow.strategies import perturb_params
 
 X = np.array([[0.1, -0.05], [-0.15, 0.2], [0.0, 0.1]])        # near 0, where |J_g| is within 1% of c
@@ -29,7 +29,8 @@ def z_scores(draws, exact):
 
 def truncated_draws(layer, params, n_terms, M, seed):
     """M truncated estimates at each point of X (M, N), one probe each: X repeated M times."""
-    estimates = log_det(layer, params, np.tile(X, (M, 1)), np.random.default_rng(seed), "truncated", n_terms=n_terms)
+    rng = np.random.default_rng(seed)
+    estimates = estimate_log_det(layer, params, np.tile(X, (M, 1)), rng, "truncated", n_terms=n_terms)
     return estimates.reshape(M, len(X))
 
 
@@ -44,19 +45,19 @@ def exact_trace_series(layer, params, n_terms):
 def test_truncated_series_is_biased_with_few_terms_at_large_c():
     layer, params = strong_layer(0.97)
     draws = truncated_draws(layer, params, n_terms=2, M=4000, seed=0)
-    assert np.all(z_scores(draws, log_det(layer, params, X, estimator="exact")) > BIASED)    # measured: 61-62
+    assert np.all(z_scores(draws, estimate_log_det(layer, params, X, estimator="exact")) > BIASED)    # measured: 61-62
 
 
 def test_truncated_series_is_unbiased_once_the_tail_is_negligible():
     layer, params = strong_layer(0.97)
     draws = truncated_draws(layer, params, n_terms=150, M=4000, seed=0)
-    assert np.all(np.abs(z_scores(draws, log_det(layer, params, X, estimator="exact"))) < UNBIASED)
+    assert np.all(np.abs(z_scores(draws, estimate_log_det(layer, params, X, estimator="exact"))) < UNBIASED)
 
 
 def test_truncated_series_bias_shrinks_as_terms_grow_within_the_iresnet_bound():
     c = 0.97
     layer, params = strong_layer(c)
-    exact = log_det(layer, params, X, estimator="exact")
+    exact = estimate_log_det(layer, params, X, estimator="exact")
     biases = [np.max(np.abs(exact_trace_series(layer, params, n) - exact)) for n in (1, 2, 5, 10, 20, 50, 200)]
     bounds = [-2 * (np.log(1 - c) + sum(c ** k / k for k in range(1, n + 1))) for n in (1, 2, 5, 10, 20, 50, 200)]
     assert all(a > b for a, b in zip(biases, biases[1:]))
@@ -68,7 +69,8 @@ def test_truncated_series_bias_grows_with_c():
     biases = []
     for c in (0.5, 0.9, 0.97):
         layer, params = strong_layer(c)
-        biases.append(np.min(exact_trace_series(layer, params, 5) - log_det(layer, params, X, estimator="exact")))
+        exact = estimate_log_det(layer, params, X, estimator="exact")
+        biases.append(np.min(exact_trace_series(layer, params, 5) - exact))
     assert 0 < biases[0] < biases[1] < biases[2]                 # measured: 0.002, 0.156, 0.313
 
 
@@ -76,8 +78,8 @@ def test_truncated_series_bias_grows_with_c():
 def test_russian_roulette_is_unbiased(c, p):
     layer, params = strong_layer(c)
     rng = np.random.default_rng(1)
-    draws = np.array([log_det(layer, params, X, rng, "roulette", p=p) for _ in range(2000)])
-    assert np.all(np.abs(z_scores(draws, log_det(layer, params, X, estimator="exact"))) < UNBIASED)
+    draws = np.array([estimate_log_det(layer, params, X, rng, "roulette", p=p) for _ in range(2000)])
+    assert np.all(np.abs(z_scores(draws, estimate_log_det(layer, params, X, estimator="exact"))) < UNBIASED)
 
 
 def test_russian_roulette_neumann_gradient_is_unbiased():
@@ -85,8 +87,8 @@ def test_russian_roulette_neumann_gradient_is_unbiased():
     theta, unflatten = flatten(params)
     direction = np.random.default_rng(5).standard_normal(len(theta))
     rng = np.random.default_rng(2)
-    exact = grad(lambda t: np.sum(log_det(layer, unflatten(t), X, estimator="exact")))(theta) @ direction
-    estimate = grad(lambda t: np.sum(log_det(layer, unflatten(t), X, rng, "roulette", p=0.2)))
+    exact = grad(lambda t: np.sum(estimate_log_det(layer, unflatten(t), X, estimator="exact")))(theta) @ direction
+    estimate = grad(lambda t: np.sum(estimate_log_det(layer, unflatten(t), X, rng, "roulette", p=0.2)))
     draws = np.array([[estimate(theta) @ direction] for _ in range(800)])
     assert abs(z_scores(draws, exact)[0]) < UNBIASED
 
@@ -101,9 +103,9 @@ def test_russian_roulette_weights_are_inverse_survival_probabilities():
 def test_estimates_are_reproducible_from_the_generator():
     layer, params = strong_layer(0.9)
     for estimator in ("truncated", "roulette"):
-        first = log_det(layer, params, X, np.random.default_rng(7), estimator)
-        assert np.array_equal(first, log_det(layer, params, X, np.random.default_rng(7), estimator))
-        assert not np.array_equal(first, log_det(layer, params, X, np.random.default_rng(8), estimator))
+        first = estimate_log_det(layer, params, X, np.random.default_rng(7), estimator)
+        assert np.array_equal(first, estimate_log_det(layer, params, X, np.random.default_rng(7), estimator))
+        assert not np.array_equal(first, estimate_log_det(layer, params, X, np.random.default_rng(8), estimator))
 
 
 def mixed_flow():
@@ -117,7 +119,8 @@ def mixed_flow():
 def test_exact_estimated_log_prob_is_the_flows_log_prob():
     flow, params = mixed_flow()
     x = tf.strategies.both_signs(np.random.default_rng(3).uniform(-2, 2, (6, 2)))
-    assert np.allclose(estimated_log_prob(flow, params, x, estimator="exact"), flow.log_prob(params, x), rtol=0, atol=1e-12)
+    estimated = estimated_log_prob(flow, params, x, estimator="exact")
+    assert np.allclose(estimated, flow.log_prob(params, x), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("estimator", ["exact", "truncated", "roulette"])
@@ -147,9 +150,9 @@ def test_bad_estimator_arguments_raise_clear_errors(kwargs, error, match):
     layer, params = strong_layer(0.9)
     arguments = dict(rng=np.random.default_rng(0), estimator="roulette") | kwargs
     with pytest.raises(error, match=match):
-        log_det(layer, params, X, **arguments)
+        estimate_log_det(layer, params, X, **arguments)
 
 
 def test_log_det_needs_an_invertible_residual_layer():
     with pytest.raises(TypeError, match="InvertibleResidual"):
-        log_det(tf.Affine(), {}, X, np.random.default_rng(0))
+        estimate_log_det(tf.Affine(), {}, X, np.random.default_rng(0))

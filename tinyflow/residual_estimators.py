@@ -36,7 +36,9 @@ value is the log-det estimate and the gradient is the Neumann estimate.
 Probes and R come from the Generator passed in, so the same seed gives the same probes for
 every n (common random numbers, for comparing n). Shapes: x (N, D); estimates (N,).
 
-estimated_log_prob(flow, ...) is Flow.log_prob with each residual layer's log-det estimated.
+estimate_log_det(layer, params, x, rng, estimator) gives one layer's estimate at x;
+estimated_log_prob(flow, params, x, rng, estimator) is Flow.log_prob with every residual layer's
+log-det estimated (the loss for training with an estimator: Flow has no way to pass probes).
 
 Copy with: residual_estimators.py, fixed_point.py, invert.py, leaves.py, lipschitz.py, residual.py, validate.py (and an empty __init__.py).
 """
@@ -110,7 +112,7 @@ def _estimate(layer, params, x, rng, estimator, n_terms, p, n_exact):
     return g, _roulette(weights, slopes, v, rng, p, n_exact)
 
 
-def log_det(layer, params, x, rng=None, estimator="roulette", n_terms=10, p=0.5, n_exact=2):
+def estimate_log_det(layer, params, x, rng=None, estimator="roulette", n_terms=10, p=0.5, n_exact=2):
     """log det(I + J_g(x)) (N,) of an InvertibleResidual at x: "exact"; "truncated" after
     n_terms terms; or "roulette" with R ~ Geometric(p) terms after n_exact. rng: a Generator
     for the probes and R (not used by "exact")."""
