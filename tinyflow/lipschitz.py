@@ -24,8 +24,10 @@ function of params alone (check_layer, finite differences, save_params/load_para
 fixed-point inverse all rely on that), and params holds only trainable floats. It stays cheap by
 taking the steps in doublings: with B_0 = W^T W / trace and B_(j+1) = B_j^2 / trace(B_j^2), B_j is
 (W^T W)^(2^j) up to scale, so j matrix products take 2^j steps at once; its column with the
-largest diagonal entry is (W^T W)^(2^j) e_i, power iteration from v_0 = e_i. On the same 200
-weights 9 to 13 products (0.3 ms) settled it, sigma within 1.1e-15 of numpy's SVD.
+largest diagonal entry is (W^T W)^(2^j) e_i, power iteration from v_0 = e_i. It stops when
+tr(B_j^2), the sum of the squared shares p_i of B_j's eigenvalues (trace 1), stops rising: it
+reaches 1 as the top share takes everything, or 1/k if k singular values tie at the top. On 200
+such weights 10 to 15 products (0.15 ms) settled it, sigma within 1.3e-15 (relative) of numpy's SVD.
 `power_iteration` is the one-step version, with its state v passed in and returned, to show
 the convergence.
 
@@ -61,7 +63,7 @@ import numpy as onp
 from autograd.tracer import getval
 
 MAX_DOUBLINGS = 64          # 2^64 power steps: far past any gap a float64 matrix can have
-SETTLED = 1e-14             # B's entries are at most 1; rounding in a 64 x 64 product is ~1e-15
+SETTLED = 1e-14             # tr(B^2) is at most 1; rounding in a 64 x 64 product is ~1e-15
 
 
 def power_iteration(W, v, num_steps):
@@ -79,7 +81,7 @@ def power_iteration(W, v, num_steps):
 
 def singular_vectors(W):
     """The top singular pair (u, v) of W (plain numpy), power iteration in doublings run until
-    B stops changing. W = 0 returns unit vectors (sigma = 0, any pair will do)."""
+    tr(B^2) stops rising. W = 0 returns unit vectors (sigma = 0, any pair will do)."""
     W = onp.asarray(W, dtype=float)
     if W.shape[0] < W.shape[1]:                 # iterate on the smaller Gram matrix
         v, u = singular_vectors(W.T)
@@ -88,13 +90,12 @@ def singular_vectors(W):
     scale = onp.trace(gram)
     if scale == 0:
         return onp.eye(W.shape[0])[0], onp.eye(W.shape[1])[0]
-    B = gram / scale
+    B, purity = gram / scale, 0.0
     for _ in range(MAX_DOUBLINGS):
-        squared = B @ B
-        squared /= onp.trace(squared)
-        settled = onp.max(onp.abs(squared - B)) <= SETTLED
-        B = squared
-        if settled:
+        B = B @ B
+        purity, last = B.trace(), purity        # tr(B_j^2) = sum of p_i^2: rises to 1 (1/k for a k-fold top)
+        B /= purity
+        if purity - last <= SETTLED:
             break
     v = B[:, onp.argmax(onp.diag(B))]           # (W^T W)^(2^j) e_i, the largest column
     v = v / onp.linalg.norm(v)
