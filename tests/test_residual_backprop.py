@@ -105,3 +105,26 @@ def test_forward_records_one_node_where_the_readable_version_records_dozens():
         _, end = trace(VJPNode.new_root(), lambda x: weighted(forward, wy, wl)(params, x), x)
         return sum(1 for _ in toposort(end))
     assert nodes(layer.forward) == 9 and nodes(layer.forward_plain) >= 30
+
+
+@pytest.mark.parametrize("activation", ["lipswish", "tanh", "elu"])
+def test_jvp_primitive_gives_the_readable_map_and_products_and_their_gradients(activation):
+    from tinyflow.residual import jvp, network, raw_leaves
+    from tinyflow.residual_backprop import residual_jvp
+    layer, params, x, wy, _ = case(activation, 3, (6, 5), 11, 1.0, 2.0)
+    V = np.random.default_rng(12).standard_normal((4,) + x.shape)
+    A = np.random.default_rng(13).standard_normal(V.shape)
+
+    def fast(params, x):
+        y, JV = residual_jvp(x, V, layer.lipschitz, activation, {}, *raw_leaves(params))
+        return anp.sum(wy * y) + anp.sum(A * JV)
+
+    def plain(params, x):
+        weights, betas = layer.weights(params)
+        g, slopes = network(weights, betas, x, activation)
+        return anp.sum(wy * (x + g)) + sum(anp.sum(A[k] * jvp(weights, slopes, V[k])) for k in range(len(V)))
+    assert abs(fast(params, x) - plain(params, x)) <= PRIMITIVE_TOL * max(1.0, abs(plain(params, x)))
+    assert relative(grad(fast, 1)(params, x), grad(plain, 1)(params, x)) <= PRIMITIVE_TOL
+    assert relative(flatten(grad(fast)(params, x))[0], flatten(grad(plain)(params, x))[0]) <= PRIMITIVE_TOL
+    with pytest.raises(NotImplementedError, match="directions"):
+        grad(lambda V: anp.sum(residual_jvp(x, V, 0.9, activation, {}, *raw_leaves(params))[1]))(V)

@@ -15,7 +15,8 @@ from autograd.misc import flatten
 import tinyflow as tf
 from residual_cases import strong_layer
 from tinyflow.residual import InvertibleResidual, network
-from tinyflow.residual_estimators import _truncated, estimate_log_det, estimated_log_prob, roulette_weights
+from tinyflow.residual_estimators import (_roulette, _truncated, estimate_log_det, estimated_log_prob, roulette_plain,
+                                          roulette_weights, truncated_plain)
 from tinyflow.strategies import perturb_params
 
 X = np.array([[0.1, -0.05], [-0.15, 0.2], [0.0, 0.1]])        # near 0, where |J_g| is within 1% of c
@@ -39,7 +40,7 @@ def exact_trace_series(layer, params, n_terms):
     is tr(J^k) exactly (each v^T A v = A_11 + A_22 +- (A_12 + A_21))."""
     weights, betas = layer.weights(params)
     slopes = network(weights, betas, X, layer.activation)[1]
-    return sum(_truncated(weights, slopes, np.ones_like(X) * v, n_terms) for v in ([1.0, 1.0], [1.0, -1.0])) / 2
+    return sum(truncated_plain(weights, slopes, np.ones_like(X) * v, n_terms) for v in ([1.0, 1.0], [1.0, -1.0])) / 2
 
 
 def test_truncated_series_is_biased_with_few_terms_at_large_c():
@@ -156,3 +157,65 @@ def test_bad_estimator_arguments_raise_clear_errors(kwargs, error, match):
 def test_log_det_needs_an_invertible_residual_layer():
     with pytest.raises(TypeError, match="InvertibleResidual"):
         estimate_log_det(tf.Affine(), {}, X, np.random.default_rng(0))
+
+
+def readable_estimate(layer, estimator, v, num_terms):
+    """The readable estimator (autograd through every product) as a function of (params, x)."""
+    def estimate(params, x):
+        weights, betas = layer.weights(params)
+        slopes = network(weights, betas, x, layer.activation)[1]
+        if estimator == "truncated":
+            return truncated_plain(weights, slopes, v, num_terms)
+        return roulette_plain(weights, slopes, v, num_terms, 0.5, 2)
+    return estimate
+
+
+@pytest.mark.parametrize("estimator, activation, dim", [("truncated", "lipswish", 2), ("truncated", "tanh", 3),
+                                                        ("roulette", "lipswish", 2), ("roulette", "elu", 3)])
+def test_fast_estimators_give_the_readable_values_and_gradients(estimator, activation, dim):
+    """Values from plain products and gradients from one traced product (the surrogate) equal
+    autograd's through every product of the readable version, to 1e-12."""
+    layer = InvertibleResidual((8, 6), 0.9, activation)
+    params = perturb_params(layer, dim, 3, 1.0)
+    x = np.random.default_rng(4).uniform(-2, 2, (5, dim))
+    v = 2.0 * np.random.default_rng(5).integers(0, 2, (5, dim)) - 1.0
+    weights_out = np.random.default_rng(6).standard_normal(5)
+    for num_terms in (1, 2, 7):
+        if estimator == "truncated":
+            fast = lambda p, x: _truncated(layer, p, x, v, num_terms)[1]
+        else:
+            fast = lambda p, x: _roulette(layer, p, x, v, FixedDraw(num_terms - 2), 0.5, 2)[1]
+        plain = readable_estimate(layer, estimator, v, num_terms)
+        if estimator == "roulette" and num_terms < 3:
+            continue                                           # R >= 1: at least n_exact + 1 terms
+        assert np.max(np.abs(fast(params, x) - plain(params, x))) <= 1e-12
+        for argnum in (0, 1):
+            got = flatten(grad(lambda p, x: np.sum(weights_out * fast(p, x)), argnum)(params, x))[0]
+            want = flatten(grad(lambda p, x: np.sum(weights_out * plain(p, x)), argnum)(params, x))[0]
+            assert np.max(np.abs(got - want)) <= 1e-12 * max(1.0, np.max(np.abs(want)))
+
+
+class FixedDraw:
+    """A stand-in Generator whose geometric draw is fixed: R known in advance."""
+    def __init__(self, R):
+        self.R = R
+
+    def geometric(self, p):
+        return self.R
+
+
+def test_given_probes_average_to_the_exact_trace_series_in_2d():
+    """With v = (1, 1) and (1, -1) (v and -v give the same v^T A v) the mean truncated estimate is
+    sum_k (-1)^(k+1) tr(J^k) / k, computed here from autograd's Jacobian of g."""
+    layer, params = strong_layer(0.9)
+    J = tf.autograd_jacobian(lambda p: layer.g(params, p), X)
+    series = sum((-1) ** (k + 1) / k * np.trace(np.linalg.matrix_power(J, k), axis1=1, axis2=2) for k in range(1, 6))
+    mean = sum(estimate_log_det(layer, params, X, estimator="truncated", n_terms=5, v=np.ones_like(X) * v)
+               for v in ([1.0, 1.0], [1.0, -1.0])) / 2
+    assert np.max(np.abs(mean - series)) <= 1e-12
+
+
+def test_probes_of_the_wrong_shape_raise():
+    layer, params = strong_layer(0.9)
+    with pytest.raises(ValueError, match="one probe per point"):
+        estimate_log_det(layer, params, X, estimator="truncated", v=np.ones((2, 2)))

@@ -61,6 +61,14 @@ def jvp(weights, slopes, v):
     return np.dot(v, weights[-1][0])
 
 
+def vjp(weights, slopes, u):
+    """J_g(x)^T u for each point, u (N, D) -> (N, D): the same chain backward, transposed."""
+    u = np.dot(u, weights[-1][0].T)
+    for (W, _), slope in reversed(list(zip(weights[:-1], slopes))):
+        u = np.dot(u * slope, W.T)
+    return u
+
+
 def log_det_exact(weights, slopes, dim):
     """log det(I + J_g(x)) (N,): the Jacobian's D columns J_g e_j, then slogdet (its sign is +1)."""
     columns = [jvp(weights, slopes, onp.eye(dim)[j:j + 1]) for j in range(dim)]
@@ -122,7 +130,7 @@ class InvertibleResidual:
     def forward(self, params, x):
         """(y, log det(I + J_g(x))) as one autograd node (residual_backprop.py)."""
         x = check_points(x, _dim(params))
-        return residual(x, self.lipschitz, self.activation, {}, *_leaves(params))
+        return residual(x, self.lipschitz, self.activation, {}, *raw_leaves(params))
 
     def forward_plain(self, params, x):
         """What forward computes, written with autograd.numpy to be read: the reference the
@@ -136,7 +144,7 @@ class InvertibleResidual:
         y = check_points(y, _dim(params), "y")
         weights, betas = self.weights(params)
         x = preimage(weights, betas, y, self.lipschitz, self.activation)
-        return x, -residual(x, self.lipschitz, self.activation, {}, *_leaves(params))[1]
+        return x, -residual(x, self.lipschitz, self.activation, {}, *raw_leaves(params))[1]
 
     def preimage(self, params, y):
         """x = f^-1(y) (N, D) without its log-det: the fixed point, differentiable in y and params."""
@@ -150,7 +158,7 @@ class InvertibleResidual:
         return iterate(lambda x: y - network(weights, betas, x, self.activation)[0], y, self.lipschitz)
 
 
-def _leaves(params):
+def raw_leaves(params):
     """The raw parameters in residual_backprop's order: W_1, b_1[, beta_raw_1], ..., W_L, b_L."""
     return [layer[key] for layer in params for key in ("W", "b", "beta_raw") if key in layer]
 

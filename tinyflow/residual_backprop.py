@@ -1,30 +1,33 @@
 """An invertible residual layer's map and exact log-det (residual.py) as one autograd primitive,
-with its backprop written out.
+with its backprop written out; and the map with Jacobian-vector products, for the estimators.
 
     residual(x, c, activation, saved, *leaves) -> (y, log_det),   y = x + g(x),
     log_det = log det(I + J_g(x)),   leaves = W_1, b_1[, beta_raw_1], ..., W_L, b_L  (the raw params)
+    residual_jvp(x, V, c, activation, saved, *leaves) -> (y, J_g(x) v for each of K directions V[k])
 
 computes exactly what InvertibleResidual.forward_plain computes (the readable version: the
 weights normalised by lipschitz.normalise, the network, D Jacobian columns by jvp, slogdet),
 and the tests hold it to that. Written with autograd.numpy a 2-hidden-layer block records about
-eighty nodes; as a primitive it records one (chapter 8 explains why nodes, not arithmetic, set
-the cost of a step at these sizes): an 8-block maximum-likelihood step in 2D, batch 512, fell
-from about 60 ms to about 12 ms of CPU.
+75 nodes; as a primitive it records one (chapter 8 explains why nodes cost more than arithmetic
+at these sizes). An 8-block maximum-likelihood step in 2D, hidden (64, 64), batch 512, fell from
+55 to 33 ms of CPU: what is left is arithmetic, the network and D tangents forward, twice that
+backward (an affine coupling step of the same widths took 8 ms).
 
 The forward pass (row convention, h_0 = x, l = 1 .. L, the last layer linear):
 
     W_hat_l = W_l / m_l,  m_l = max(1, sigma_l / c_l),  sigma_l = u_l^T W_l v_l,  c_l = c^(1/L)
     a_l = h_l-1 W_hat_l + b_l,   h_l = phi(a_l),   s_l = phi'(a_l)                 (l < L)
     g = h_L-1 W_hat_L + b_L
-    tangents, one per input direction j:  U_1 = e_j W_hat_1,  T_l = U_l * s_l,  U_l+1 = T_l W_hat_l+1
-    M = U_L, so M[j] = dg/dx_j (a row per j: M is J_g transposed),  A = I + M,  log_det = log det A
+    tangents, one per direction v:  U_1 = v W_hat_1,  T_l = U_l * s_l,  U_l+1 = T_l W_hat_l+1,  U_L = (J_g v)^T
+    for log_det the directions are e_1 .. e_D, so M = U_L has M[j] = dg/dx_j (J_g transposed),
+    A = I + M,  log_det = log det A
 
-Backprop, given gy = dL/dy (N, D) and gl = dL/dlog_det (N,). The log-det first, down the tangents:
+Backprop, given gy = dL/dy (N, D) and gl = dL/dlog_det (N,) (or dU_L itself, for residual_jvp).
+The tangents first (T_0 = v, the direction; directions are constants, with no gradient):
 
     dU_L = gl A^-T                                         (d log det A = tr(A^-1 dA))
-    for l = L .. 2:  dW_hat_l += T_l-1^T dU_l,  dT = dU_l W_hat_l^T,
-                     ds_l-1 = sum_j dT * U_l-1,  dU_l-1 = dT * s_l-1
-    dW_hat_1[j] += sum over points of dU_1[j]
+    for l = L .. 1:  dW_hat_l += T_l-1^T dU_l,  and for l > 1:  dT = dU_l W_hat_l^T,
+                     ds_l-1 = sum over directions of dT * U_l-1,  dU_l-1 = dT * s_l-1
 
 then the network, which takes in ds_l through phi'' (the log-det depends on x and on beta
 through the slopes s_l = phi'(a_l; beta)):
@@ -47,7 +50,7 @@ Sharing work between the passes: a primitive's VJP sees only the primitive's inp
 output, so `saved`, a dict the caller makes fresh for every call and passes in, is where the
 forward pass leaves the slopes, tangents, singular vectors and A^-1 for the backward pass (the
 role of PyTorch's ctx.save_for_backward): nothing is computed twice and nothing is copied.
-The tangents are stacked (D, N, n) and multiplied as one (D N, n) @ (n, n') product per layer.
+The tangents are stacked (K, N, n) and multiplied as one (K N, n) @ (n, n') product per layer.
 
 Copy with: residual_backprop.py, lipschitz.py (and an empty __init__.py).
 """
@@ -110,7 +113,8 @@ def log_det_and_inverse(A):
     if A.shape[1] != 2:
         return np.linalg.slogdet(A)[1], np.linalg.inv(A)
     det = A[:, 0, 0] * A[:, 1, 1] - A[:, 0, 1] * A[:, 1, 0]
-    inverse = np.stack([A[:, 1, 1], -A[:, 0, 1], -A[:, 1, 0], A[:, 0, 0]], axis=1).reshape(-1, 2, 2) / det[:, None, None]
+    inverse = np.stack([A[:, 1, 1], -A[:, 0, 1], -A[:, 1, 0], A[:, 0, 0]], axis=1).reshape(-1, 2, 2)
+    inverse /= det[:, None, None]
     return np.log(det), inverse
 
 
@@ -125,9 +129,9 @@ def split_leaves(leaves, activation):
     return layers
 
 
-@primitive
-def residual(x, c, activation, saved, *leaves):
-    """(y, log_det) of the block at x (N, D); c the bound on Lip(g); saved a fresh dict."""
+def _forward(x, V, c, activation, leaves, saved):
+    """y = x + g(x) and the tangents U_L = V J_g^T (K, N, D) for directions V (K, N, D); what the
+    backward pass needs goes into saved."""
     layers = split_leaves(leaves, activation)
     c_layer = c ** (1 / len(layers))
     norms = []                                             # (u, v, sigma, m) per weight
@@ -143,58 +147,88 @@ def residual(x, c, activation, saved, *leaves):
         h, slope, keep = phi(hs[-1] @ W_hat + b, beta)
         hs.append(h), slopes.append(slope), kept.append(keep)
     g = hs[-1] @ W_hats[-1] + layers[-1][1]
-    n, dim = x.shape
-    Us = [np.broadcast_to(W_hats[0][:, None, :], (dim, n, W_hats[0].shape[1]))]
-    Ts = []
+    K, n, dim = V.shape
+    Us, Ts = [(V.reshape(K * n, dim) @ W_hats[0]).reshape(K, n, -1)], [V]
     for W_hat, slope in zip(W_hats[1:], slopes):
         Ts.append(Us[-1] * slope)
-        Us.append((Ts[-1].reshape(dim * n, -1) @ W_hat).reshape(dim, n, -1))
-    A = np.eye(dim) + Us[-1].transpose(1, 0, 2)            # A[n, j, i] = delta_ji + dg_i/dx_j
-    log_det, A_inverse = log_det_and_inverse(A)            # det > 0: |eigenvalues of J_g| <= c < 1
-    saved.update(norms=norms, W_hats=W_hats, hs=hs, slopes=slopes, kept=kept, Us=Us, Ts=Ts, A_inverse=A_inverse)
-    return x + g, log_det
+        Us.append((Ts[-1].reshape(K * n, -1) @ W_hat).reshape(K, n, -1))
+    saved.update(layers=layers, c_layer=c_layer, norms=norms, W_hats=W_hats, hs=hs, slopes=slopes, kept=kept,
+                 Us=Us, Ts=Ts, activation=activation)
+    return x + g, Us[-1]
+
+
+def _backward(saved, gy, dU, argnums, first):
+    """The gradients of x and of the leaves (numbered from `first`) that autograd asked for, given
+    gy = dL/dy and dU = dL/dU_L: the equations above."""
+    layers, W_hats, hs, slopes, kept, Us, Ts = (saved[key] for key in
+                                                ("layers", "W_hats", "hs", "slopes", "kept", "Us", "Ts"))
+    L, (K, n, _) = len(layers), dU.shape
+    dW_hats = [np.zeros(W.shape) for W in W_hats]
+    ds = [None] * (L - 1)
+    for l in reversed(range(L)):
+        dW_hats[l] += Ts[l].reshape(K * n, -1).T @ dU.reshape(K * n, -1)
+        if l > 0:
+            dT = (dU.reshape(K * n, -1) @ W_hats[l].T).reshape(K, n, -1)
+            ds[l - 1] = np.sum(dT * Us[l - 1], axis=0)
+            dU = dT * slopes[l - 1]
+    dbs, dbetas = [None] * L, [None] * (L - 1)
+    dW_hats[-1] += hs[-1].T @ gy
+    dbs[-1] = np.sum(gy, axis=0)
+    dh = gy @ W_hats[-1].T
+    phi_backward = ACTIVATIONS[saved["activation"]][1]
+    for l in reversed(range(L - 1)):
+        da, dbetas[l] = phi_backward(dh, ds[l], slopes[l], kept[l])
+        dW_hats[l] += hs[l].T @ da
+        dbs[l] = np.sum(da, axis=0)
+        dh = da @ W_hats[l].T
+    grads, k, c_layer = {0: gy + dh}, first, saved["c_layer"]
+    for l, ((W, _, beta_raw), (u, v, sigma, m)) in enumerate(zip(layers, saved["norms"])):
+        dW = dW_hats[l] / m
+        if sigma > c_layer:
+            dW = dW - np.sum(dW_hats[l] * W) / (m * m * c_layer) * np.outer(u, v)
+        grads[k], grads[k + 1] = dW, dbs[l]
+        if beta_raw is not None:
+            grads[k + 2] = dbetas[l] * sigmoid(beta_raw)
+        k += 2 if beta_raw is None else 3
+    return [grads[i] for i in argnums]
+
+
+def basis(n, dim):
+    """The D unit directions for each of n points, (D, n, D): their tangents are the Jacobian."""
+    return np.broadcast_to(np.eye(dim)[:, None, :], (dim, n, dim))
+
+
+@primitive
+def residual(x, c, activation, saved, *leaves):
+    """(y, log_det) of the block at x (N, D); c the bound on Lip(g); saved a fresh dict."""
+    y, M = _forward(x, basis(*x.shape), c, activation, leaves, saved)
+    A = np.eye(x.shape[1]) + M.transpose(1, 0, 2)          # A[n, j, i] = delta_ji + dg_i/dx_j
+    log_det, saved["A_inverse"] = log_det_and_inverse(A)    # det > 0: |eigenvalues of J_g| <= c < 1
+    return y, log_det
 
 
 def residual_vjp(argnums, y_and_log_det, args, kwargs):
-    """The gradients autograd asked for (of x and the leaves), given (gy, gl): the equations above."""
-    x, c, activation, saved, *leaves = args
-    layers = split_leaves(leaves, activation)
-    L, (n, dim) = len(layers), x.shape
-    c_layer = c ** (1 / L)
-    W_hats, hs, slopes, kept, Us, Ts = (saved[key] for key in ("W_hats", "hs", "slopes", "kept", "Us", "Ts"))
-    phi_backward = ACTIVATIONS[activation][1]
+    saved = args[3]
 
     def vjp(cotangent):
         gy, gl = cotangent
-        dW_hats = [np.zeros(W.shape) for W in W_hats]
-        ds = [None] * (L - 1)
         dU = gl[None, :, None] * saved["A_inverse"].transpose(2, 0, 1)     # [j, n, i] = gl (A^-T)[n, j, i]
-        for l in reversed(range(1, L)):
-            dW_hats[l] += Ts[l - 1].reshape(dim * n, -1).T @ dU.reshape(dim * n, -1)
-            dT = (dU.reshape(dim * n, -1) @ W_hats[l].T).reshape(dim, n, -1)
-            ds[l - 1] = np.sum(dT * Us[l - 1], axis=0)
-            dU = dT * slopes[l - 1]
-        dW_hats[0] += np.sum(dU, axis=1)
-        dbs, dbetas = [None] * L, [None] * (L - 1)
-        dW_hats[-1] += hs[-1].T @ gy
-        dbs[-1] = np.sum(gy, axis=0)
-        dh = gy @ W_hats[-1].T
-        for l in reversed(range(L - 1)):
-            da, dbetas[l] = phi_backward(dh, ds[l], slopes[l], kept[l])
-            dW_hats[l] += hs[l].T @ da
-            dbs[l] = np.sum(da, axis=0)
-            dh = da @ W_hats[l].T
-        grads, k = {0: gy + dh}, 4
-        for l, ((W, _, beta_raw), (u, v, sigma, m)) in enumerate(zip(layers, saved["norms"])):
-            dW = dW_hats[l] / m
-            if sigma > c_layer:
-                dW = dW - np.sum(dW_hats[l] * W) / (m * m * c_layer) * np.outer(u, v)
-            grads[k], grads[k + 1] = dW, dbs[l]
-            if beta_raw is not None:
-                grads[k + 2] = dbetas[l] * sigmoid(beta_raw)
-            k += 2 if beta_raw is None else 3
-        return [grads[i] for i in argnums]
+        return _backward(saved, gy, dU, argnums, first=4)
     return vjp
 
 
+@primitive
+def residual_jvp(x, V, c, activation, saved, *leaves):
+    """(y, J_g(x) v for each direction v): x (N, D), V (K, N, D) -> (N, D), (K, N, D). V is held
+    constant (no gradient); the estimators in residual_estimators.py differentiate through this."""
+    return _forward(x, V, c, activation, leaves, saved)
+
+
+def residual_jvp_vjp(argnums, y_and_JV, args, kwargs):
+    if 1 in argnums:
+        raise NotImplementedError("residual_jvp has no gradient with respect to the directions V")
+    return lambda cotangent: _backward(args[4], cotangent[0], cotangent[1], argnums, first=5)
+
+
 defvjp_argnums(residual, residual_vjp)
+defvjp_argnums(residual_jvp, residual_jvp_vjp)

@@ -12,8 +12,8 @@ entries) have the least variance of probes with independent entries. Each term n
     exact:      log det(I + J) by slogdet (residual.py); D products J_g e_j.
     truncated:  sum_{k=1}^{n} (-1)^(k+1) v^T J^k v / k            (Behrmann et al. 2019)
                 Biased: it drops the tail, at most D (-log(1 - c) - sum_{k<=n} c^k / k) in size,
-                which grows with c: the more expressive g, the more terms it needs. Its gradient
-                is autograd's, through all n products (memory grows with n).
+                which grows with c: the more expressive g, the more terms it needs. i-ResNet
+                differentiates through all n products (memory grows with n); see below.
     roulette:   sum_{k=1}^{n_exact + R} (-1)^(k+1) v^T J^k v / (k P(R >= k - n_exact))   (Chen et al. 2019)
                 R ~ Geometric(p) on {1, 2, ...}, one draw per call (shared by the batch, as in the
                 papers' code), P(R >= m) = (1 - p)^(m - 1), and the first n_exact terms always
@@ -33,6 +33,18 @@ the one product v^T J w is differentiated: memory independent of n, which is the
 The function returns value + s - s_value, with s = v^T J w traced and s_value its number: the
 value is the log-det estimate and the gradient is the Neumann estimate.
 
+Computing it. The values are plain numbers: the products J^k v (residual.jvp) and, for the
+truncated series, (J^T)^i v (residual.vjp), outside autograd. The gradient comes from one traced
+product, as for the roulette: d(v^T J^k v) = sum_{i+j=k-1} ((J^T)^i v)^T dJ (J^j v), so
+
+    d truncated = sum_{i=0}^{n-1} a_i^T dJ w_i,   a_i = (J^T)^i v,   w_i = sum_{j=0}^{n-1-i} c_{i+j+1} J^j v
+
+(c_k = (-1)^(k+1) / k): the exact gradient of the truncated series, from n directions w_i pushed
+once through residual_backprop.residual_jvp (one autograd node, backprop written out), instead
+of autograd's tape through all n products. truncated_plain and roulette_plain are the readable
+versions, autograd through every product, and the tests hold these to them (values and
+gradients to 1e-12).
+
 Probes and R come from the Generator passed in, so the same seed gives the same probes for
 every n (common random numbers, for comparing n). Shapes: x (N, D); estimates (N,).
 
@@ -49,7 +61,8 @@ from autograd.tracer import getval
 
 from .invert import Invert
 from .leaves import read_leaves
-from .residual import InvertibleResidual, jvp, log_det_exact, network
+from .residual import InvertibleResidual, jvp, network, raw_leaves, vjp
+from .residual_backprop import residual_jvp
 from .validate import check_count, check_points, check_rng
 
 ESTIMATORS = ("exact", "truncated", "roulette")
@@ -66,29 +79,76 @@ def roulette_weights(n_exact, num_draw, p):
     return (1 - p) ** -onp.maximum(k - n_exact - 1, 0)
 
 
-def _terms(weights, slopes, v, num_terms):
-    """[J v, J^2 v, ..., J^num_terms v] for each point: num_terms products."""
+def coefficients(num_terms):
+    """c_k = (-1)^(k+1) / k for k = 1 .. num_terms: the series of log(1 + x)."""
+    k = onp.arange(1, num_terms + 1)
+    return (-1.0) ** (k + 1) / k
+
+
+def _powers(product, weights, slopes, v, num_terms):
+    """[v, P v, P^2 v, ..., P^num_terms v] for P = J_g (residual.jvp) or J_g^T (residual.vjp)."""
     powers = [v]
     for _ in range(num_terms):
-        powers.append(jvp(weights, slopes, powers[-1]))
-    return powers[1:]
+        powers.append(product(weights, slopes, powers[-1]))
+    return powers
 
 
-def _truncated(weights, slopes, v, n_terms):
-    terms = _terms(weights, slopes, v, n_terms)
-    return sum((-1) ** (k + 1) / k * np.sum(v * term, axis=1) for k, term in enumerate(terms, start=1))
+def truncated_plain(weights, slopes, v, n_terms):
+    """The truncated series written with autograd.numpy, autograd through all n_terms products:
+    the reference for _truncated."""
+    terms = _powers(jvp, weights, slopes, v, n_terms)[1:]
+    return sum(c * np.sum(v * term, axis=1) for c, term in zip(coefficients(n_terms), terms))
 
 
-def _roulette(weights, slopes, v, rng, p, n_exact):
-    num_terms = n_exact + int(rng.geometric(p))
-    scale = roulette_weights(n_exact, num_terms - n_exact, p)
+def roulette_plain(weights, slopes, v, num_terms, p, n_exact):
+    """The roulette estimate for a drawn num_terms = n_exact + R, with its Neumann gradient through
+    one product v^T J w traced by autograd: the reference for _roulette."""
     plain_weights = [(getval(W), getval(b)) for W, b in weights]
-    plain_terms = _terms(plain_weights, [getval(s) for s in slopes], v, num_terms)     # J^k v, numbers
-    value = sum((-1) ** (k + 1) / k * scale[k - 1] * onp.sum(v * term, axis=1)
-                for k, term in enumerate(plain_terms, start=1))
-    w = v + sum((-1) ** k * scale[k] * plain_terms[k - 1] for k in range(1, num_terms))    # ~ (I + J)^-1 v
-    surrogate = np.sum(v * jvp(weights, slopes, w), axis=1)                               # v^T J w, traced
+    terms = _powers(jvp, plain_weights, [getval(s) for s in slopes], v, num_terms)
+    scale = roulette_weights(n_exact, num_terms - n_exact, p)
+    value = sum(c * k_scale * onp.sum(v * term, axis=1)
+                for c, k_scale, term in zip(coefficients(num_terms), scale, terms[1:]))
+    w = sum((-1) ** k * scale[k] * terms[k] for k in range(num_terms))            # ~ (I + J)^-1 v
+    surrogate = np.sum(v * jvp(weights, slopes, w), axis=1)                       # v^T J w, traced
     return value + surrogate - getval(surrogate)
+
+
+def _traced(layer, params, x, V, A):
+    """(y, sum_k A[k] . J_g V[k] per point): the one traced product behind each gradient."""
+    y, JV = residual_jvp(x, V, layer.lipschitz, layer.activation, {}, *raw_leaves(params))
+    return y, np.sum(np.sum(A * JV, axis=2), axis=0)
+
+
+def _plain(layer, params, x):
+    """The normalised weights and the slopes at x, as plain numbers."""
+    weights, betas = layer.weights([{key: getval(value) for key, value in p.items()} for p in params])
+    return weights, network(weights, betas, getval(x), layer.activation)[1]
+
+
+def _truncated(layer, params, x, v, n_terms):
+    """(y, truncated series at x): its value from plain products, its exact gradient from the
+    surrogate sum_i a_i^T J w_i (module docstring)."""
+    weights, slopes = _plain(layer, params, x)
+    c = coefficients(n_terms)
+    b = _powers(jvp, weights, slopes, v, n_terms)                  # b_j = J^j v
+    a = _powers(vjp, weights, slopes, v, n_terms - 1)              # a_i = (J^T)^i v
+    value = sum(c_k * onp.sum(v * b_k, axis=1) for c_k, b_k in zip(c, b[1:]))
+    w = [sum(c[i + j] * b[j] for j in range(n_terms - i)) for i in range(n_terms)]
+    y, surrogate = _traced(layer, params, x, onp.stack(w), onp.stack(a))
+    return y, value + surrogate - getval(surrogate)
+
+
+def _roulette(layer, params, x, v, rng, p, n_exact):
+    """(y, roulette estimate at x) with the Neumann gradient v^T dJ w."""
+    num_terms = n_exact + int(rng.geometric(p))
+    weights, slopes = _plain(layer, params, x)
+    b = _powers(jvp, weights, slopes, v, num_terms)
+    scale = roulette_weights(n_exact, num_terms - n_exact, p)
+    value = sum(c_k * k_scale * onp.sum(v * b_k, axis=1)
+                for c_k, k_scale, b_k in zip(coefficients(num_terms), scale, b[1:]))
+    w = sum((-1) ** k * scale[k] * b[k] for k in range(num_terms))                # ~ (I + J)^-1 v
+    y, surrogate = _traced(layer, params, x, w[None], v[None])
+    return y, value + surrogate - getval(surrogate)
 
 
 def _check(estimator, n_terms, p, n_exact):
@@ -101,28 +161,33 @@ def _check(estimator, n_terms, p, n_exact):
         raise ValueError(f"n_exact (terms always taken) must be an int >= 0, got {n_exact!r}")
 
 
-def _estimate(layer, params, x, rng, estimator, n_terms, p, n_exact):
-    """(g(x), the estimate of log det(I + J_g(x)))."""
-    weights, betas = layer.weights(params)
-    g, slopes = network(weights, betas, x, layer.activation)
+def _estimate(layer, params, x, rng, estimator, n_terms, p, n_exact, v=None):
+    """(y = x + g(x), the estimate of log det(I + J_g(x))), with probes v if given, else drawn."""
     if estimator == "exact":
-        return g, log_det_exact(weights, slopes, x.shape[1])
-    v = probes(rng, *x.shape)
+        return layer.forward(params, x)
+    v = probes(rng, *getval(x).shape) if v is None else v
     if estimator == "truncated":
-        return g, _truncated(weights, slopes, v, n_terms)
-    return g, _roulette(weights, slopes, v, rng, p, n_exact)
+        return _truncated(layer, params, x, v, n_terms)
+    return _roulette(layer, params, x, v, rng, p, n_exact)
 
 
-def estimate_log_det(layer, params, x, rng=None, estimator="roulette", n_terms=10, p=0.5, n_exact=2):
+def estimate_log_det(layer, params, x, rng=None, estimator="roulette", n_terms=10, p=0.5, n_exact=2, v=None):
     """log det(I + J_g(x)) (N,) of an InvertibleResidual at x: "exact"; "truncated" after
     n_terms terms; or "roulette" with R ~ Geometric(p) terms after n_exact. rng: a Generator
-    for the probes and R (not used by "exact")."""
+    for the probes and R (not used by "exact", nor by "truncated" given v). v: probes (N, D) to
+    use instead of drawing them (in 2D, the mean over v = (1, 1) and (1, -1) is the expectation
+    over Rademacher probes, since v and -v give the same v^T A v)."""
     if not isinstance(layer, InvertibleResidual):
         raise TypeError(f"layer must be an InvertibleResidual, got {type(layer).__name__}")
     _check(estimator, n_terms, p, n_exact)
-    if estimator != "exact":
+    x = check_points(x, params[0]["W"].shape[0])
+    if v is not None:
+        v = check_points(v, x.shape[1], "v")
+        if v.shape != x.shape:
+            raise ValueError(f"v must hold one probe per point, shape {x.shape}, got {v.shape}")
+    if estimator == "roulette" or (estimator == "truncated" and v is None):
         check_rng(rng)
-    return _estimate(layer, params, check_points(x, params[0]["W"].shape[0]), rng, estimator, n_terms, p, n_exact)[1]
+    return _estimate(layer, params, x, rng, estimator, n_terms, p, n_exact, v)[1]
 
 
 def estimated_log_prob(flow, params, x, rng=None, estimator="roulette", n_terms=10, p=0.5, n_exact=2):
@@ -138,8 +203,8 @@ def estimated_log_prob(flow, params, x, rng=None, estimator="roulette", n_terms=
     total = np.zeros(len(z))
     for layer, layer_params in reversed(list(zip(flow.layers, params["layers"]))):
         if isinstance(layer, Invert) and isinstance(layer.layer, InvertibleResidual):
-            g, estimate = _estimate(layer.layer, layer_params, z, rng, estimator, n_terms, p, n_exact)
-            z, total = z + g, total + estimate
+            z, estimate = _estimate(layer.layer, layer_params, z, rng, estimator, n_terms, p, n_exact)
+            total = total + estimate
         elif isinstance(layer, InvertibleResidual):
             z = layer.preimage(layer_params, z)
             total = total - _estimate(layer, layer_params, z, rng, estimator, n_terms, p, n_exact)[1]
