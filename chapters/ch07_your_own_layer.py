@@ -202,7 +202,7 @@ savefig(fig, "ch07_residual_tanh.png", args.figures_dir)
 # on the Banana target by maximum likelihood and look at it. The step size warms up for 50 steps
 # and then decays along a cosine, and gradients longer than 5 are scaled down to 5 (the run
 # prints on how many steps). It takes both to make the fit depend little on the seed (the notes
-# at the end say what each alone gave): the held-out KL ends at most KL_BOUND.
+# at the end say what each alone gave): the held-out KL ends at most 0.08.
 
 # %%
 target = tf.Banana()
@@ -217,19 +217,20 @@ flow_params, history = tf.fit(tf.forward_kl(flow), flow_params, target.sample, t
 report = tf.held_out_report(flow, flow_params, target, eval_rng, NUM_TEST)
 print(tf.format_report(report))
 print(f"gradients clipped to length {CLIP_NORM:g} on {history['clipped']} of {NUM_STEPS} steps")
-claim.bound("held-out paired KL", report["kl"], at_most=0.056, fmt=".3f")
+claim.bound("held-out paired KL", report["kl"], at_most=0.08, fmt=".3f")
 alpha = onp.exp(flow_params["layers"][1]["log_alpha"])
 print(f"learned leaky-ReLU slopes alpha = {onp.round(alpha, 3)} (started at 0.5)")
 claim.frequency("training unfolds coordinate 1 (alpha_1 above 0.8) and kinks coordinate 2 (alpha_2 below 0.5)",
                 alpha[0] > 0.8 and alpha[1] < 0.5, 20, 20)
-claim.range("leaky-ReLU slope alpha_2", alpha[1], 0.39, 0.43, fmt=".2f")
+claim.range("leaky-ReLU slope alpha_2", alpha[1], 0.38, 0.43, fmt=".2f")
 
 # %% [markdown]
 # **Warped grid.** The lines z1 = c (blue) and z2 = c (orange) of the base space, drawn after
 # each layer: a coupling bends only the lines of its changed coordinate, the leaky ReLU kinks
 # every line where it crosses an axis, by the slope alpha_i of the coordinate that changes sign.
-# Training moves the two slopes apart: alpha_2 ends at ALPHA2_RANGE, a clear kink, and alpha_1
-# near 1 (above 0.8 on ALPHA_FREQ runs), so lines crossing coordinate 1 = 0 bend hardly or not at all.
+# Training moves the two slopes apart: alpha_2 ends at 0.38 to 0.43, a clear kink, and alpha_1
+# near 1 (above 0.8 on 20 of 20 runs), so lines crossing coordinate 1 = 0 bend hardly or not at
+# all.
 
 # %%
 savefig(layer_plots.warped_grid(flow, flow_params), "ch07_warped_grid.png", args.figures_dir)
@@ -256,7 +257,7 @@ print(f"points whose quadrant the leaky ReLU keeps: {100 * same_quadrant:.1f}%")
 # its log-det jumps by log(alpha_i) there: a visible one along coordinate 2 = 0 (alpha_2 near 0.4),
 # and along coordinate 1 = 0 one that is faint or invisible (alpha_1 near 1). Each q_k is a
 # density, so each integrates to one; a Riemann sum on a grid around the samples gets within
-# GRID_BOUND of it (the worst q_k of the run).
+# 0.004 of it (the worst q_k of the run).
 
 # %%
 savefig(layer_plots.density_after_layers(flow, flow_params, z, n=GRID), "ch07_density_after_k.png",
@@ -269,7 +270,7 @@ for k in range(len(flow.layers) + 1):
     mass = onp.exp(flow_k.log_prob(params_k, points)).sum() * (X[0, 1] - X[0, 0]) * (Y[1, 0] - Y[0, 0])
     print(f"q_{k}: integral over a grid around its samples = {mass:.4f}")
     masses.append(mass)
-claim.bound("largest |grid integral - 1| of q_0 ... q_4", onp.max(onp.abs(onp.array(masses) - 1)), at_most=0.005,
+claim.bound("largest |grid integral - 1| of q_0 ... q_4", onp.max(onp.abs(onp.array(masses) - 1)), at_most=0.004,
             fmt=".3f")
 
 # %% [markdown]
@@ -281,7 +282,7 @@ claim.bound("largest |grid integral - 1| of q_0 ... q_4", onp.max(onp.abs(onp.ar
 # pair up: two values near 0 and two near log(alpha_2), about -0.9. On average over z ~ base,
 # the total log-det is H(q) - H(base) exactly: the exact Banana map stretches x2 by 4 and bends
 # x1 by a shear x1 = z1 + x2^2 / 4, whose log-det is 0, so a perfect fit averages log 4 = 1.386.
-# Our fits average LOGDET_RANGE over 4,000 base samples.
+# Our fits average 1.33 to 1.48 over 4,000 base samples.
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
@@ -299,7 +300,7 @@ savefig(fig, "ch07_log_det.png", args.figures_dir)
 log_dets = layer_plots.forward_log_dets(flow, flow_params, z)
 print(f"mean forward log-det per layer over base samples: {onp.round(log_dets.mean(1), 3)}; "
       f"total {log_dets.sum(0).mean():.3f}; the exact map needs H(p) - H(base) = log 4 = {onp.log(4):.3f}")
-claim.range("mean total log-det over base samples", log_dets.sum(0).mean(), 1.34, 1.46, fmt=".2f")
+claim.range("mean total log-det over base samples", log_dets.sum(0).mean(), 1.33, 1.48, fmt=".2f")
 print(f"chapter ran in {time.perf_counter() - start:.1f} s")
 
 # %% [markdown]
@@ -313,9 +314,9 @@ print(f"chapter ran in {time.perf_counter() - start:.1f} s")
 # - A check is only as good as its inputs: identity parameters hid the wrong-sign log-det, positive
 #   points hid the forgotten sign. `tinyflow.strategies` draws moved parameters and two-signed points.
 # - `tinyflow.layer_plots` shows a flow layer by layer: warped grids, quadrants, q_k, log-det maps.
-#   On the Banana flow (held-out KL at most KL_BOUND, with a warm-up, a cosine decay and
+#   On the Banana flow (held-out KL at most 0.08, with a warm-up, a cosine decay and
 #   gradient clipping) they show training fold coordinate 2 with a leaky-ReLU slope near 0.4
-#   and leave coordinate 1 nearly unfolded (slope above 0.8 on ALPHA_FREQ runs).
+#   and leave coordinate 1 nearly unfolded (slope above 0.8 on 20 of 20 runs).
 #
 # ## Exercises
 #
@@ -337,5 +338,9 @@ print(f"chapter ran in {time.perf_counter() - start:.1f} s")
 # kink, so where exactly it ends (0.86 to 1.25 on seeds 0-9) says little. The recipe: trained
 # once per seed 0-4 and scored on 20,000 held-out points, the KL was 0.06 to 0.11 with neither
 # warm-up-and-cosine nor clipping, 0.15 to 0.25 with the cosine alone, 0.04 to 0.50 with clipping
-# alone (one seed's slope alpha_1 collapsed to 0.17), and 0.034 to 0.046 with both.
+# alone (one seed's slope alpha_1 collapsed to 0.17), and 0.034 to 0.046 with both. Over seeds
+# 0-19 the KL was 0.033 to 0.048 on 19 runs and 0.061 on one (seed 18), so the bound, 0.08, sits
+# well above a typical run. A larger step size or a tighter clip made it worse (a peak of 5e-3
+# collapsed alpha_1 to 0.2 on one seed in four); 2500 steps brought the four worst seeds to 0.026
+# to 0.032, for 40% more training time, which this chapter does not spend.
 
