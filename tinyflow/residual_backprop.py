@@ -147,11 +147,13 @@ def _forward(x, V, c, activation, leaves, saved):
         h, slope, keep = phi(hs[-1] @ W_hat + b, beta)
         hs.append(h), slopes.append(slope), kept.append(keep)
     g = hs[-1] @ W_hats[-1] + layers[-1][1]
+    if callable(V):                                        # directions built from this pass's weights and slopes
+        V = V([(W_hat, b) for W_hat, (_, b, _) in zip(W_hats, layers)], slopes)
     K, n, dim = V.shape
-    Us, Ts = [(V.reshape(K * n, dim) @ W_hats[0]).reshape(K, n, -1)], [V]
+    Us, Ts = [(V.reshape(K * n, dim) @ W_hats[0]).reshape(K, n, W_hats[0].shape[1])], [V]
     for W_hat, slope in zip(W_hats[1:], slopes):
         Ts.append(Us[-1] * slope)
-        Us.append((Ts[-1].reshape(K * n, -1) @ W_hat).reshape(K, n, -1))
+        Us.append((Ts[-1].reshape(K * n, W_hat.shape[0]) @ W_hat).reshape(K, n, W_hat.shape[1]))
     saved.update(layers=layers, c_layer=c_layer, norms=norms, W_hats=W_hats, hs=hs, slopes=slopes, kept=kept,
                  Us=Us, Ts=Ts, activation=activation)
     return x + g, Us[-1]
@@ -220,7 +222,9 @@ def residual_vjp(argnums, y_and_log_det, args, kwargs):
 @primitive
 def residual_jvp(x, V, c, activation, saved, *leaves):
     """(y, J_g(x) v for each direction v): x (N, D), V (K, N, D) -> (N, D), (K, N, D). V is held
-    constant (no gradient); the estimators in residual_estimators.py differentiate through this."""
+    constant (no gradient). V may also be a function (weights [(W_hat, b)], slopes [s_l]) -> V,
+    called once this pass has them (plain numbers), so that directions built from products
+    J^k v, the estimators' in residual_estimators.py, reuse them instead of computing them again."""
     return _forward(x, V, c, activation, leaves, saved)
 
 

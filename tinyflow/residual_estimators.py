@@ -57,11 +57,11 @@ residual_backprop.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
 import numpy as onp
-from autograd.tracer import getval
+from autograd.tracer import getval, isbox
 
 from .invert import Invert
 from .leaves import read_leaves
-from .residual import InvertibleResidual, jvp, network, raw_leaves, vjp
+from .residual import InvertibleResidual, jvp, raw_leaves, vjp
 from .residual_backprop import residual_jvp
 from .validate import check_count, check_points, check_rng
 
@@ -113,42 +113,52 @@ def roulette_plain(weights, slopes, v, num_terms, p, n_exact):
     return value + surrogate - getval(surrogate)
 
 
-def _traced(layer, params, x, V, A):
-    """(y, sum_k A[k] . J_g V[k] per point): the one traced product behind each gradient."""
-    y, JV = residual_jvp(x, V, layer.lipschitz, layer.activation, {}, *raw_leaves(params))
-    return y, np.sum(np.sum(A * JV, axis=2), axis=0)
+def _series(layer, params, x, plan):
+    """(y, the estimate) from one pass of the block (residual_jvp). plan(weights, slopes, gradient)
+    -> (value, V, A) runs inside that pass on its plain weights and slopes: value the estimate,
+    and, if a gradient is wanted, directions V and weights A of the surrogate s = sum_k A[k] . J_g V[k]
+    per point, whose gradient is the estimate's. Returned: value + s - (s's number)."""
+    leaves = raw_leaves(params)
+    gradient = isbox(x) or any(isbox(leaf) for leaf in leaves)
+    found = {}
 
-
-def _plain(layer, params, x):
-    """The normalised weights and the slopes at x, as plain numbers."""
-    weights, betas = layer.weights([{key: getval(value) for key, value in p.items()} for p in params])
-    return weights, network(weights, betas, getval(x), layer.activation)[1]
+    def directions(weights, slopes):
+        found["value"], V, found["A"] = plan(weights, slopes, gradient)
+        return V if gradient else onp.zeros((0,) + getval(x).shape)
+    y, JV = residual_jvp(x, directions, layer.lipschitz, layer.activation, {}, *leaves)
+    if not gradient:
+        return y, found["value"]
+    surrogate = np.sum(np.sum(found["A"] * JV, axis=2), axis=0)
+    return y, found["value"] + surrogate - getval(surrogate)
 
 
 def _truncated(layer, params, x, v, n_terms):
     """(y, truncated series at x): its value from plain products, its exact gradient from the
     surrogate sum_i a_i^T J w_i (module docstring)."""
-    weights, slopes = _plain(layer, params, x)
     c = coefficients(n_terms)
-    b = _powers(jvp, weights, slopes, v, n_terms)                  # b_j = J^j v
-    a = _powers(vjp, weights, slopes, v, n_terms - 1)              # a_i = (J^T)^i v
-    value = sum(c_k * onp.sum(v * b_k, axis=1) for c_k, b_k in zip(c, b[1:]))
-    w = [sum(c[i + j] * b[j] for j in range(n_terms - i)) for i in range(n_terms)]
-    y, surrogate = _traced(layer, params, x, onp.stack(w), onp.stack(a))
-    return y, value + surrogate - getval(surrogate)
+
+    def plan(weights, slopes, gradient):
+        b = _powers(jvp, weights, slopes, v, n_terms)                          # b_j = J^j v
+        value = sum(c_k * onp.sum(v * b_k, axis=1) for c_k, b_k in zip(c, b[1:]))
+        if not gradient:
+            return value, None, None
+        w = [sum(c[i + j] * b[j] for j in range(n_terms - i)) for i in range(n_terms)]
+        return value, onp.stack(w), onp.stack(_powers(vjp, weights, slopes, v, n_terms - 1))   # a_i = (J^T)^i v
+    return _series(layer, params, x, plan)
 
 
 def _roulette(layer, params, x, v, rng, p, n_exact):
     """(y, roulette estimate at x) with the Neumann gradient v^T dJ w."""
     num_terms = n_exact + int(rng.geometric(p))
-    weights, slopes = _plain(layer, params, x)
-    b = _powers(jvp, weights, slopes, v, num_terms)
     scale = roulette_weights(n_exact, num_terms - n_exact, p)
-    value = sum(c_k * k_scale * onp.sum(v * b_k, axis=1)
-                for c_k, k_scale, b_k in zip(coefficients(num_terms), scale, b[1:]))
-    w = sum((-1) ** k * scale[k] * b[k] for k in range(num_terms))                # ~ (I + J)^-1 v
-    y, surrogate = _traced(layer, params, x, w[None], v[None])
-    return y, value + surrogate - getval(surrogate)
+
+    def plan(weights, slopes, gradient):
+        b = _powers(jvp, weights, slopes, v, num_terms)
+        value = sum(c_k * k_scale * onp.sum(v * b_k, axis=1)
+                    for c_k, k_scale, b_k in zip(coefficients(num_terms), scale, b[1:]))
+        w = sum((-1) ** k * scale[k] * b[k] for k in range(num_terms))        # ~ (I + J)^-1 v
+        return value, w[None], v[None]
+    return _series(layer, params, x, plan)
 
 
 def _check(estimator, n_terms, p, n_exact):
