@@ -147,7 +147,7 @@ fm_report = held_out(flow, fm_params, banana)
 print(f"flow matching: {FM_STEPS} steps in {fm_seconds:.1f} s CPU on this machine, drawing the averaged batches "
       f"included; last 200 batch losses {np.nanmean(fm_history['loss'][-200:]):.3f}")
 print(tinyflow.format_report(fm_report, f"banana, flow matching, {EVAL_STEPS} RK4 steps"))
-claim.bound(f"banana: paired KL after {FM_STEPS} flow-matching steps", fm_report["kl"], at_most=0.04)
+claim.bound(f"banana: paired KL after {FM_STEPS} flow-matching steps", fm_report["kl"], at_most=0.033)
 
 # %% [markdown]
 # **The noise the averaging removes.** At the trained field, the loss and the gradient on 20
@@ -165,18 +165,20 @@ for name, batches in (("plain", plain_batches), ("averaged", fm_batches)):
     spread[name] = np.sqrt(np.sum(np.array([g for _, g in draws]).var(axis=0, ddof=1)))
     print(f"{name:8s} targets: batch loss {losses.mean():8.3f} +- {losses.std(ddof=1):.3f}, "
           f"batch-to-batch spread of the gradient (root of its summed variance) {spread[name]:.2f}")
-claim.bound("banana: gradient spread, averaged over plain targets", spread["averaged"] / spread["plain"],
-            at_most=0.9, fmt=".2f")
+print(f"the averaged targets' gradient spread is {spread['averaged'] / spread['plain']:.2f} of the plain ones'")
+claim.frequency("banana: averaged targets give a smaller gradient spread than plain ones",
+                spread["averaged"] < spread["plain"], runs=19, of=20)
 
 # %% [markdown]
-# A smaller spread lets the step size rise: with averaged targets $10^{-2}$ trains well, where
-# plain targets do best at a third of that and need several times the steps for the same KL
-# (exercise 2 measures it).
+# On 19 of the 20 runs we measured, the averaged targets' spread was the smaller (the spread of
+# 20 batches is itself a noisy measure: the printout gives this run's ratio). A smaller spread
+# lets the step size rise: with averaged targets $10^{-2}$ trains well, where plain targets do
+# best at a third of that and need several times the steps for the same KL (exercise 2).
 #
 # ## 4. The two ways of training, together
 #
 # Chapter 13 trained this field by maximum likelihood alone: each step a solve and its backward
-# pass, and after 300 of them a KL still falling (its claim: at most 0.15). Flow matching is
+# pass, and after 300 of them a KL still falling (its claim: at most 0.13). Flow matching is
 # cheap per step and gets close fast, but it regresses on a proxy, the field rather than the
 # density, so its last bit of KL comes slowly. Maximum likelihood optimises the KL itself and is
 # expensive per step, so it is best spent last, on a model that is nearly right: 100 steps
@@ -193,7 +195,7 @@ fine_seconds = time.process_time() - started
 report = held_out(flow, params, banana)
 print(f"maximum likelihood after flow matching: {ML_STEPS} steps in {fine_seconds:.1f} s CPU on this machine")
 print(tinyflow.format_report(report, f"banana, fine-tuned, scored with {EVAL_STEPS} RK4 steps"))
-claim.bound(f"banana: paired KL, flow matching + {ML_STEPS} maximum-likelihood steps", report["kl"], at_most=0.02)
+claim.bound(f"banana: paired KL, flow matching + {ML_STEPS} maximum-likelihood steps", report["kl"], at_most=0.025)
 claim.frequency("banana: the fine-tune lowers flow matching's KL", report["kl"] < fm_report["kl"], runs=20, of=20)
 
 curves = {"flow matching": kl_curve(fm_kept), "then maximum likelihood": kl_curve(fine_kept)}
@@ -210,12 +212,15 @@ fig.suptitle("banana: flow matching, then maximum likelihood through the solver"
 savefig(fig, "ch14_training.png", args.figures_dir)
 
 # %% [markdown]
-# **Reading the numbers.** Flow matching alone reaches a paired KL of at most 0.04, and 100
-# maximum-likelihood steps take it to at most 0.02: lower than flow matching alone on every run
-# we measured, and far below what chapter 13 reached with maximum likelihood alone. Each
-# maximum-likelihood step costs as much CPU as tens of flow-matching steps (this run's seconds
-# are printed above; `python -m tinyflow.benchmark` measures the ratio on your machine), which
-# is why flow matching made continuous flows practical.
+# **Reading the numbers.** Flow matching alone reaches a paired KL of at most 0.033, and 100
+# maximum-likelihood steps take it to at most 0.025: lower than flow matching alone on all 20
+# runs we measured, and far below chapter 13's maximum likelihood alone. (On the curve, the
+# fine-tune's first steps can make the KL worse before they make it better: maximum likelihood
+# pulls the field another way than flow matching did, and Adam's first steps are as long as
+# later ones while the remaining error is small.) Each maximum-likelihood step costs as much CPU
+# as tens of flow-matching steps (this run's seconds are printed above;
+# `python -m tinyflow.benchmark` measures the ratio on your machine), which is why flow matching
+# made continuous flows practical.
 #
 # **The paths bend**, although every line the field was trained on is straight: $u$ averages
 # the lines through each point, and near $t = 0$ the lines through a point head for both arms of
@@ -276,9 +281,9 @@ gap = box_target.log_prob(x_coarse) - ucg_ml_flow.log_prob(ucg_params, x_coarse)
 gap_fine = box_target.log_prob(x_coarse) - ucg_flow.log_prob(ucg_params, x_coarse)
 print(f"chapter 5's target, fine-tuned, on {NUM_CHECK} points: KL {gap.mean():.4f} scored with its "
       f"{UCG_ML_SOLVER_STEPS} training steps, {gap_fine.mean():.4f} with {EVAL_STEPS}")
-claim.bound(f"chapter 5's target: paired KL after {UCG_FM_STEPS} flow-matching steps", ucg_fm_report["kl"], at_most=0.1)
+claim.bound(f"chapter 5's target: paired KL after {UCG_FM_STEPS} flow-matching steps", ucg_fm_report["kl"], at_most=0.11)
 claim.bound(f"chapter 5's target: paired KL, flow matching + {UCG_ML_STEPS} maximum-likelihood steps", ucg_report["kl"],
-            at_most=0.045)
+            at_most=0.052)
 
 # %% [markdown]
 # **Where the KL sits.** The box's edges. We integrate $q$ on a grid whose cells end exactly at
@@ -308,17 +313,20 @@ fraction_se = np.sqrt(fraction * (1 - fraction) / NUM_SAMPLES)
 q_box = q_final[in_box(ucg_cells)].sum() * ucg_area
 print(f"box a in (1.9, 2.1): {fraction:.4f} +- {fraction_se:.4f} of {NUM_SAMPLES} samples, integral of q {q_box:.4f} "
       f"(differ by {abs(fraction - q_box) / fraction_se:.1f} standard errors); true mass 0.1000")
-claim.bound("chapter 5's target: mass outside [1, 2] after fine-tuning", final_leak, at_most=0.025)
-claim.range("chapter 5's target: -log(1 - leaked mass) / KL", -np.log(1 - final_leak) / ucg_report["kl"], 0.4, 0.75,
+claim.bound("chapter 5's target: mass outside [1, 2] after fine-tuning", final_leak, at_most=0.032)
+claim.range("chapter 5's target: -log(1 - leaked mass) / KL", -np.log(1 - final_leak) / ucg_report["kl"], 0.33, 0.75,
             fmt=".2f")
-claim.bound("chapter 5's target: |1 - integral of q over the grid|", abs(1 - q_final.sum() * ucg_area), at_most=1e-4,
+claim.bound("chapter 5's target: |1 - integral of q over the grid|", abs(1 - q_final.sum() * ucg_area), at_most=1.8e-4,
             fmt=".1e")
 claim.bound("chapter 5's target: box mass, samples against the integral of q, in standard errors",
             abs(fraction - q_box) / fraction_se, at_most=3.3, fmt=".1f")
 
 # %% [markdown]
-# The leaked mass's bound $-\log(1 - m)$ alone is about half the fine-tuned KL: the rest is the
-# rounded shoulders just inside the edges (left panel below).
+# **Reading the numbers.** Flow matching alone reaches a paired KL of at most 0.11 here, and
+# the fine-tune at most 0.052; chapter 5's coupling flow gets lower on this target. The fine-tune
+# leaves at most 0.032 of the mass outside $[1, 2]$, and that leak's bound $-\log(1 - m)$ alone
+# is a third to three quarters of the fine-tuned KL: the rest is the rounded shoulders just
+# inside the edges (left panel below).
 #
 # **Why a smooth field cannot make the edge.** The flow of a smooth field over a finite time is a
 # diffeomorphism: it maps the Gaussian, positive everywhere, to a density positive everywhere,
@@ -392,15 +400,15 @@ ch3_report = held_out(ch3_flow, ch3_trained, banana)
 print(f"chapter 3's coupling flow: {COUPLING_STEPS} steps in {ch3_seconds:.1f} s CPU on this machine")
 print(tinyflow.format_report(ch3_report, f"banana, chapter 3's coupling flow, {COUPLING_STEPS} steps"))
 claim.bound(f"banana: paired KL of chapter 3's coupling flow after {COUPLING_STEPS} steps", ch3_report["kl"],
-            at_most=0.01)
+            at_most=0.021)
 claim.frequency("banana: chapter 3's coupling flow beats the continuous flow's flow matching + fine-tune",
-                ch3_report["kl"] < report["kl"], runs=20, of=20)
+                ch3_report["kl"] < report["kl"], runs=19, of=20)
 
 # %% [markdown]
-# **Reading the numbers.** On these two-dimensional targets the coupling flows win on every
-# count. Chapter 3's model, in 300 steps and about a second of CPU, reaches a lower banana KL
-# than the continuous flow after flow matching and a fine-tune; chapter 5's coupling flow gets
-# lower on its target too. Sampling from the continuous flow is a solve of 16 RK4 steps, 64
+# **Reading the numbers.** On these two-dimensional targets the coupling flows win on almost
+# every count. Chapter 3's model, in 300 steps and about a second of CPU, reaches a KL of at most
+# 0.021, lower than the continuous flow's after flow matching and a fine-tune on 19 of the 20
+# runs we measured; chapter 5's coupling flow gets lower on its target too. Sampling from the continuous flow is a solve of 16 RK4 steps, 64
 # evaluations of the field, and its density needs the divergence as well, against one pass
 # through a coupling flow's layers: `python -m tinyflow.benchmark` times sampling and density
 # of this continuous flow against chapter 5's model, and a maximum-likelihood step against a
@@ -423,14 +431,15 @@ print(f"chapter CPU time: {time.process_time() - START:.0f} s")
 #   lines through each point, whose flow carries the base to the data.
 # * Averaging each target over the batch (stable target field) removes most of the loss's
 #   irreducible floor and of the gradient's spread, and lets the step size rise to $10^{-2}$.
-# * On the banana, 4000 flow-matching steps reach a KL of at most 0.04, and 100
-#   maximum-likelihood steps through the solver, spent last, take it to at most 0.02: cheap
+# * On the banana, 4000 flow-matching steps reach a KL of at most 0.033, and 100
+#   maximum-likelihood steps through the solver, spent last, take it to at most 0.025: cheap
 #   steps first, expensive ones where they count.
-# * Chapter 5's target: flow matching reaches at most 0.1, and 200 maximum-likelihood steps at
-#   most 0.045. What is left sits at the edges $a = 1, 2$: a smooth field can only approach a
+# * Chapter 5's target: flow matching reaches at most 0.11, and 200 maximum-likelihood steps at
+#   most 0.052. What is left sits at the edges $a = 1, 2$: a smooth field can only approach a
 #   jump, while flow matching's ideal field steepens like $1/(1 - t)$ there.
-# * On these 2D targets coupling flows are cheaper at every task and reach lower KLs; the
-#   continuous flow's strengths are its free-form field and its simulation-free training.
+# * On these 2D targets coupling flows are cheaper at every task and nearly always reach lower
+#   KLs; the continuous flow's strengths are its free-form field and its simulation-free
+#   training.
 #
 # ## Exercises
 #
@@ -447,4 +456,15 @@ print(f"chapter CPU time: {time.process_time() - START:.0f} s")
 #
 # ## Notes on the numbers
 #
-# ...
+# Tuning, in runs outside this chapter. With plain targets the banana did best at a step size
+# of $3 \cdot 10^{-3}$, and needed 20,000 to 40,000 steps for the KL that 6,000 averaged steps
+# reached at $10^{-2}$ (0.017, seed 0). For the banana's fine-tune, a peak of $10^{-3}$, or 30 to
+# 50 warm-up steps, removed the early rise of the curve but ended no lower after 100 steps
+# (seed 0: 0.019, 0.018 and 0.017 on 2,000 points, against 0.016 with the recipe above).
+# The gradient-spread ratio of section 3 ran from 0.36 to 1.24 over seeds 0-19, too noisy a
+# measure to state as a number, so the text states how often it was below one.
+#
+# Every bound and range was set on seeds 0-19 by the rule in `tinyflow/claims.py`; the
+# box-mass bound is the 99.9th percentile of $|N(0, 1)|$, not set from seeds. All were then
+# checked on seeds 20-29, which set nothing, with
+# `python chapters/seeds.py ch14 --seeds 20-29 --check`: HELDOUT.

@@ -12,7 +12,7 @@ from chapter_runner import NUMBER, claim_lines, numbers, parse_report, run_chapt
 
 FIGURES = ["ch14_training.png", "ch14_paths.png", "ch14_edge.png"]
 KINDS = {"banana: paired KL after 30 flow-matching steps": "bound",
-         "banana: gradient spread, averaged over plain targets": "bound",
+         "banana: averaged targets give a smaller gradient spread than plain ones": "frequency",
          "banana: paired KL, flow matching + 3 maximum-likelihood steps": "bound",
          "banana: the fine-tune lowers flow matching's KL": "frequency",
          "chapter 5's target: paired KL after 30 flow-matching steps": "bound",
