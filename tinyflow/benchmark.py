@@ -5,7 +5,7 @@
 The tables:
 
     training step   loss, gradient, AdamW update (fit's path) for the tutorial models
-    side by side    two jobs timed in turns, as a ratio: spline against affine couplings,
+    side by side    jobs timed in turns, as ratios to the first: spline against affine couplings,
                     conditional against unconditional flows, and the chapters' cost
                     comparisons (chapter 3's relu against tanh conditioners, chapter 8's
                     textbook model against the primitives, chapter 10's spline flow against
@@ -84,12 +84,10 @@ def timings(run, repeats, warmup):
     return {key: row[key] for key in ("ms", "min_ms", "cpu_ms")}
 
 
-def training_step(flow, sample_data, batch_size, seed=0, loss=None, params=None):
-    """One step of fit, as a function: a fresh batch, loss and gradient, finiteness check, AdamW.
-    loss: forward_kl(flow) unless given; params: flow.init unless given."""
+def training_step(flow, sample_data, batch_size, seed=0):
+    """One step of fit, as a function: a fresh batch, loss and gradient, finiteness check, AdamW."""
     rng = onp.random.default_rng(seed)
-    loss = forward_kl(flow) if loss is None else loss
-    theta, _, loss_and_grad = flat_loss_and_grad(loss, flow.init(rng) if params is None else params)
+    theta, _, loss_and_grad = flat_loss_and_grad(forward_kl(flow), flow.init(rng))
     state = {"theta": theta, "m": onp.zeros_like(theta), "v": onp.zeros_like(theta), "t": 0}
 
     def step():
@@ -250,8 +248,9 @@ def chapter_pairs(quick):
 def chapter13(quick):
     """Chapter 13's costs: its continuous flow (DiagNormal base set to the banana's mean and std, a
     (64, 64) tanh field, 16 RK4 steps to sample and evaluate) against chapter 5's 16 x [coupling +
-    LU] flow, 2,000 points; a maximum-likelihood step through an 8-step RK4 solve against a
-    flow-matching step with averaged targets, batch 256."""
+    LU] flow, 2,000 points; the loss and gradient of maximum likelihood through an 8-step RK4 solve
+    against flow matching's, batch 256 (drawing the batch aside, as the chapter times them), and
+    the cost of drawing an averaged flow-matching batch."""
     solver_steps, points, blocks, batch = (2, 100, 2, 32) if quick else (16, 2000, 16, 256)
     rng = onp.random.default_rng(0)
     banana = Banana()
@@ -272,20 +271,29 @@ def chapter13(quick):
         ("ch13 density", f"chapter 13: log_prob of {points} points, continuous / chapter 5's coupling + LU",
          [("coupling + LU", lambda: coupling.log_prob(coupling_params, x)),
           ("continuous", lambda: continuous.log_prob(params, x))]),
-        ("ch13 step", f"chapter 13: training step, batch {batch}: maximum likelihood through a {ml.num_steps}-step "
-         f"RK4 solve / flow matching (averaged targets, drawing them included)",
-         [("flow matching", training_step(continuous, fm_batches, batch, loss=flow_matching_loss(continuous),
-                                          params=params)),
-          ("max. likelihood", training_step(ml, banana.sample, batch, params=params))]),
+        ("ch13 step", f"chapter 13: loss and gradient on one batch of {batch}, as chapter 13 times them: maximum "
+         f"likelihood through a {ml.num_steps}-step RK4 solve / flow matching; and drawing an averaged batch",
+         [("flow matching", gradient(flow_matching_loss(continuous), params, fm_batches(rng, batch))),
+          ("max. likelihood", gradient(forward_kl(ml), params, banana.sample(rng, batch))),
+          ("drawing FM batch", lambda: fm_batches(rng, batch))]),
     ]
 
 
+def gradient(loss, params, batch):
+    """The loss and gradient of fit's step on a fixed batch, without drawing it or updating."""
+    theta, _, loss_and_grad = flat_loss_and_grad(loss, params)
+    return lambda: loss_and_grad(theta, batch)
+
+
 def compare(quick, repeats, warmup):
-    """Time every side-by-side pair in turns: [{"key", "title", "rows", "ratio"}] (ratio of CPU medians)."""
+    """Time the jobs of every side-by-side comparison in turns: [{"key", "title", "rows", "ratio"}]; each
+    row after the first has its "ratio" to the first (of CPU medians), and "ratio" is the second row's."""
     results = []
     for key, title, jobs in library_pairs(quick) + chapter_pairs(quick) + chapter13(quick):
         rows = interleaved(jobs, repeats, warmup)
-        results.append({"key": key, "title": title, "rows": rows, "ratio": rows[1]["cpu_ms"] / rows[0]["cpu_ms"]})
+        for row in rows[1:]:
+            row["ratio"] = row["cpu_ms"] / rows[0]["cpu_ms"]
+        results.append({"key": key, "title": title, "rows": rows, "ratio": rows[1]["ratio"]})
     return results
 
 
@@ -449,12 +457,11 @@ def print_tables(results):
     print(f"{'training step (loss + gradient + AdamW)':46s} {'batch':>6s} {columns} {'peak MiB':>9s}")
     for row, mem in zip(results["training_step"], results["peak_memory"]):
         print(f"{row['model']:46s} {row['batch']:6d} {_times(row)} {mem['MiB']:9.1f}")
-    print(f"\nside by side: two jobs taking turns; the ratio is of their CPU medians\n{'':20s} {columns}")
+    print(f"\nside by side: jobs taking turns; a ratio is of CPU medians, to the first job\n{'':20s} {columns}")
     for comparison in results["side_by_side"]:
         print(comparison["title"])
-        reference, other = comparison["rows"]
-        print(f"  {reference['job']:18s} {_times(reference)}")
-        print(f"  {other['job']:18s} {_times(other)}   ratio {comparison['ratio']:.2f}")
+        for row in comparison["rows"]:
+            print(f"  {row['job']:18s} {_times(row)}" + (f"   ratio {row['ratio']:.2f}" if "ratio" in row else ""))
     nodes = results["chapter8_nodes"]
     print(f"chapter 8: nodes per training step: textbook {nodes['textbook']}, primitives {nodes['primitives']} "
           f"({nodes['textbook'] / nodes['primitives']:.2f}x fewer; a count, the same on every machine)")
