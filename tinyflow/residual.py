@@ -33,7 +33,7 @@ Parameters: [{"W": (n_in, n_out), "b": (n_out,), "beta_raw": ()}, ..., {"W", "b"
 Flows code) only on hidden layers, only for LipSwish. Init: W, b ~ U(-1/sqrt(n_in), 1/sqrt(n_in)),
 the last layer zero, so the layer starts as the identity. x, y (N, D); log_det (N,).
 
-Copy with: residual.py, residual_backprop.py, fixed_point.py, lipschitz.py, validate.py (and an empty __init__.py).
+Copy with: residual.py, fixed_point.py, lipschitz.py, residual_backprop.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
 import numpy as onp

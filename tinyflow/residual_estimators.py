@@ -52,8 +52,7 @@ estimate_log_det(layer, params, x, rng, estimator) gives one layer's estimate at
 estimated_log_prob(flow, params, x, rng, estimator) is Flow.log_prob with every residual layer's
 log-det estimated (the loss for training with an estimator: Flow has no way to pass probes).
 
-Copy with: residual_estimators.py, fixed_point.py, invert.py, leaves.py, lipschitz.py, residual.py,
-residual_backprop.py, validate.py (and an empty __init__.py).
+Copy with: residual_estimators.py, fixed_point.py, invert.py, leaves.py, lipschitz.py, residual.py, residual_backprop.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
 import numpy as onp
