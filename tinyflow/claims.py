@@ -78,9 +78,10 @@ class Claims:
         """A lesson that held on `runs` of `of` measured runs; this run says yes or no. Never flagged."""
         if not (isinstance(runs, int) and isinstance(of, int) and 0 <= runs <= of and of >= 1):
             raise ValueError(f"claim {label!r}: need whole numbers 0 <= runs <= of, got {runs} of {of}")
-        answer = "yes" if happened else f"no (as on {of - runs} of {of} runs)"
-        where = "; a --quick run" if self.quick else ""
-        line = f"{label}: on {runs} of {of} runs{where}; this run: {answer}"
+        if self.quick:          # too little training to count as one of the runs
+            line = f"{label}: on {runs} of {of} runs; this run (--quick, not compared): {'yes' if happened else 'no'}"
+        else:
+            line = f"{label}: on {runs} of {of} runs; this run: " + ("yes" if happened else f"no (as on {of - runs} of {of} runs)")
         print(line)
         return line
 
@@ -112,8 +113,8 @@ _VALUED = re.compile(rf"^(?P<label>.+?): (?P<value>{_NUMBER}) \(text(?P<quick>, 
                      rf"|(?P<expected>{_NUMBER}) within (?P<tol>{_NUMBER})"
                      rf"|(?P<low>{_NUMBER}) to (?P<high>{_NUMBER})(?: over seeds 0-4)?)"
                      rf"(?:; a --quick run is not compared)?\)(?P<flagged>  {FLAG} .*)?$")
-_FREQUENCY = re.compile(r"^(?P<label>.+?): on (?P<runs>\d+) of (?P<of>\d+) runs(?P<quick>; a --quick run)?; "
-                        r"this run: (?P<answer>yes|no)")
+_FREQUENCY = re.compile(r"^(?P<label>.+?): on (?P<runs>\d+) of (?P<of>\d+) runs; "
+                        r"this run(?P<quick> \(--quick, not compared\))?: (?P<answer>yes|no)")
 
 
 def parse(line):
