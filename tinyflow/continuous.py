@@ -25,8 +25,10 @@ h_l = tanh(h_l-1 W_l + b_l), v = h_L W_out + b_out:
     dh_1/dx_i = W_1x[i] * s_1,   dh_l/dx_i = (dh_l-1/dx_i W_l) * s_l,   dv_i/dx_i = dh_L/dx_i . W_out[:, i]
 
 D directions per point, so about D forward passes in cost. One hidden layer gives the closed form
-div v = sum_k s_1k c_k with c_k = sum_i W_1x[i, k] W_out[k, i]. divergence_plain below writes this
-with autograd.numpy; the solves use field_backprop.py, the same with v as one autograd primitive.
+div v = sum_k s_1k c_k with c_k = sum_i W_1x[i, k] W_out[k, i], and two give one too (field_backprop.py
+derives it): one matrix product whatever D. divergence_plain below writes the tangent form with
+autograd.numpy, the readable reference; the solves use field_backprop.py, which computes the same
+(closed form where there is one) with v as one autograd primitive.
 Hutchinson's estimator (1989, used by FFJORD) replaces the D basis directions by one random probe
 eps with E[eps eps^T] = I: div v ~ eps^T (dv/dx) eps, unbiased, one pass. Pass the probes as
 `noise` (N, D) (e.g. rng.choice([-1.0, 1.0], (N, D)), Rademacher); the same eps is used at every
