@@ -415,5 +415,5 @@ savefig(fig, "ch02_correlated_failure.png", args.figures_dir)
 # (0.00009 and 0.00017), because these KLs sit at the level of their own noise (standard errors
 # 0.00002): they say the fit is within a few standard errors of perfect. The constant-step-size
 # recipe of exercise 3 (0.02, no warm-up), measured while writing this chapter, ended at a KL of
-# 0.0004 to 0.0058 and parameter errors of 0.017 to 0.044 over seeds 0-4: the cosine schedule's
+# 0.0004 to 0.0058 and parameter errors of 0.017 to 0.044 on five seeds: the cosine schedule's
 # errors are several times smaller.

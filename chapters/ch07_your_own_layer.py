@@ -336,7 +336,7 @@ print(f"chapter ran in {time.perf_counter() - start:.1f} s")
 # 20-29 with `python chapters/seeds.py ch07 --seeds 20-29 --check`: 40 values, 0 outside; the
 # slopes' lesson held on 10 of 10. The slope alpha_1 is a frequency, not a range: once it is
 # near 1 the couplings can absorb what is left of its kink, so where exactly it ends (0.86 to
-# 1.25 on seeds 0-9) says little. The recipe: trained once per seed 0-4 and scored on 20,000
+# 1.25 on seeds 0-9) says little. The recipe: trained on each of five seeds and scored on 20,000
 # held-out points, the KL was 0.06 to 0.11 with neither warm-up-and-cosine nor clipping, 0.15 to
 # 0.25 with the cosine alone, 0.04 to 0.50 with clipping alone (one seed's slope alpha_1
 # collapsed to 0.17), and 0.034 to 0.046 with both. Over seeds 0-19 the KL was 0.033 to 0.048 on
