@@ -1,12 +1,11 @@
 # %% [markdown]
 # # Chapter 15: residual flows — invertible because the residual is a contraction
 #
-# **Goal.** Build a flow from free-form residual blocks $y = x + g(x)$: any network $g$, made
+# **Goal.** Build a flow from free-form residual blocks $y = x + g(x)$, any network $g$ made
 # invertible by bounding its Lipschitz constant (i-ResNet, Behrmann et al. 2019; Residual Flows,
-# Chen et al. 2019). See why the bound gives an inverse, and what goes wrong without it; grade the
-# log-det estimators of both papers against the exact log-det, which in 2D costs one $2 \times 2$
-# determinant; fit chapter 10's ring and checkerboard and chapter 3's banana beside spline and
-# affine couplings; and train with the estimators instead of the exact log-det.
+# Chen et al. 2019). See why the bound gives an inverse and what goes wrong without it; grade both
+# papers' log-det estimators against the exact log-det, a $2 \times 2$ determinant in 2D; fit the
+# ring, the checkerboard and the banana beside spline and affine couplings; train with the estimators.
 #
 # **Key equations.** If $\mathrm{Lip}(g) \le c < 1$, then for every $y$ the map $x \mapsto y - g(x)$
 # is a contraction, so (Banach) it has exactly one fixed point, the one $x$ with $x + g(x) = y$, and
@@ -42,7 +41,7 @@ import numpy as np
 import tinyflow
 from tinyflow.fixed_point import iterate
 from tinyflow.plotting import chapter_args, grid, savefig
-from tinyflow.residual import InvertibleResidual
+from tinyflow.residual import InvertibleResidual, jvp, network
 from tinyflow.residual_estimators import estimate_log_det, estimated_log_prob
 
 args = chapter_args(__doc__ or "Chapter 15: residual flows")
@@ -59,7 +58,7 @@ WARMUP, CLIP_NORM, BATCH_SIZE = (5 if QUICK else 50), 10.0, 256
 NUM_EVAL = 2_000 if QUICK else 20_000         # held-out points behind each paired KL
 NUM_GRADE = 100 if QUICK else 300             # points at which the estimators are graded
 NUM_DRAWS = 10 if QUICK else 100              # roulette draws per point
-ROULETTE_P, N_EXACT = (0.8, 0.5, 0.25, 0.1), 2   # expected number of terms n_0 + 1/p: 3.25 to 12
+ROULETTE_P, N_EXACT = (0.8, 0.5, 0.2, 0.05), 2   # expected number of terms n_0 + 1/p: 3.25 to 22
 TERMS = (1, 2, 3, 5, 10, 20, 50)              # truncation points n
 GRID = 50 if QUICK else 160                   # pixels per side of each density panel
 RADIUS, SIGMA, NUM_MODES = 3.0, 0.3, 8        # chapter 10's ring
@@ -68,6 +67,7 @@ RADIUS, SIGMA, NUM_MODES = 3.0, 0.3, 8        # chapter 10's ring
 angles = 2 * np.pi * np.arange(NUM_MODES) / NUM_MODES
 ring = tinyflow.GaussianMixture(RADIUS * np.stack([np.cos(angles), np.sin(angles)], axis=1), SIGMA)
 targets = {"ring": ring, "checkerboard": tinyflow.Checkerboard(), "banana": tinyflow.Banana()}
+EVAL_STREAM = {"ring": 4, "checkerboard": 12, "banana": 6}  # held-out points: [SEED, 2, EVAL_STREAM[target]]
 
 # %% [markdown]
 # ## 1. Invertible because $g$ is a contraction
@@ -108,20 +108,17 @@ claim.exact("1D, c = 1.5: preimages of y = f(0.1)", len(roots), 3, tol=0, fmt=".
 fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
 for c in (0.5, 0.9, 0.99, 1.5):
     axes[0].plot(x_line[::1000], x_line[::1000] - c * np.tanh(x_line[::1000]), label=f"c = {c}")
-    if c < 1:
-        k = np.arange(1, steps_taken[c] + 1)
-        axes[1].semilogy(k, np.abs(paths[c][1:steps_taken[c] + 1] - X_STAR), label=f"c = {c}")
-        axes[1].semilogy(k, c ** k / (1 - c) * abs(paths[c][1] - paths[c][0]), "--", color=axes[1].lines[-1].get_color(),
-                         lw=0.8)
+for c in (0.5, 0.9, 0.99):
+    k = np.arange(1, steps_taken[c] + 1)
+    line, = axes[1].loglog(k, np.abs(paths[c][k] - X_STAR), label=f"c = {c}")
+    axes[1].loglog(k, c ** k / (1 - c) * abs(paths[c][1] - paths[c][0]), "--", color=line.get_color(), lw=0.8)
 axes[0].axhline(y_fold, color="k", lw=0.6, ls=":"), axes[0].plot(roots, [y_fold] * 3, "ko", ms=4)
-axes[0].set_title("f(x) = x - c tanh(x); y = f(0.1) dotted"), axes[0].legend(fontsize=8)
-axes[1].set_xscale("log"), axes[1].set_ylim(1e-13, 1e2), axes[1].legend(fontsize=8)
-axes[1].set_title("|x_k - x*| (solid), Banach's bound (dashed)")
-axes[1].set_xlabel("step k")
 axes[2].plot(paths[1.5][:40], "o-", ms=3, label="x_k, c = 1.5")
 axes[2].axhline(X_STAR, color="k", lw=0.6, ls=":", label="x* = 0.1, where f(x*) = y")
-axes[2].set_title("c = 1.5: the iteration finds another preimage"), axes[2].legend(fontsize=8)
-axes[2].set_xlabel("step k")
+for ax, title in zip(axes, ("f(x) = x - c tanh(x); y = f(0.1) dotted", "|x_k - x*| (solid), Banach's bound (dashed)",
+                            "c = 1.5: the iteration finds another preimage")):
+    ax.set_title(title), ax.legend(fontsize=8), ax.set_xlabel("x" if ax is axes[0] else "step k")
+axes[1].set_ylim(1e-13, 1e2)
 savefig(fig, "ch15_banach.png", args.figures_dir)
 
 # %% [markdown]
@@ -135,15 +132,14 @@ savefig(fig, "ch15_banach.png", args.figures_dir)
 # $\log\det(I + J_g)$ from the $D = 2$ Jacobian columns, one autograd node
 # (`residual_backprop.py`); its `inverse` is section 1's iteration. As in the papers we use
 # `Invert(InvertibleResidual(...))`: the explicit map on the density side, the iteration only for
-# sampling. The flow has 8 blocks; we train it by maximum likelihood on the ring for 400 steps (the
-# recipe of chapter 10: warm-up, cosine decay, clipping at 10) with $c = 0.5$, 0.9 and 0.97. A block
-# can stretch space by at most $1 + c$ and squeeze it by at most $1 - c$, so $c$ is a dial of
-# expressiveness.
+# sampling. We train 8 blocks by maximum likelihood on the ring for 400 steps (chapter 10's recipe:
+# warm-up, cosine decay, clipping at 10) with $c = 0.5$, 0.9 and 0.97. A block stretches space by at
+# most $1 + c$ and squeezes it by at most $1 - c$, so $c$ is a dial of expressiveness.
 
 # %%
 def residual_flow(c, extra=()):
-    return tinyflow.Flow(tinyflow.StandardNormal(2), [tinyflow.Invert(InvertibleResidual(HIDDEN, c))
-                                                      for _ in range(NUM_BLOCKS)] + list(extra))
+    blocks = [tinyflow.Invert(InvertibleResidual(HIDDEN, c)) for _ in range(NUM_BLOCKS)]
+    return tinyflow.Flow(tinyflow.StandardNormal(2), blocks + list(extra))
 
 
 def train(flow, target, kind, stream, params=None, loss=None):
@@ -157,12 +153,14 @@ def train(flow, target, kind, stream, params=None, loss=None):
 
 
 def held_out(flow, params, name):
-    return tinyflow.held_out_report(flow, params, targets[name], np.random.default_rng([SEED, 2, len(name)]), NUM_EVAL)
+    """Paired KL on NUM_EVAL fresh points of the target, the same points for every flow."""
+    return tinyflow.held_out_report(flow, params, targets[name], np.random.default_rng([SEED, 2, EVAL_STREAM[name]]),
+                                    NUM_EVAL)
 
 
 flows = {c: residual_flow(c) for c in LIPSCHITZ}
-print(f"residual flow: {NUM_BLOCKS} blocks, {tinyflow.flatten_params(flows[0.97].init(np.random.default_rng(0)))[0].size:,}"
-      f" parameters")
+num_params = tinyflow.flatten_params(flows[0.97].init(np.random.default_rng(0)))[0].size
+print(f"residual flow: {NUM_BLOCKS} blocks, {num_params:,} parameters")
 fits = {}
 for i, c in enumerate(LIPSCHITZ):
     params, history, ms = train(flows[c], ring, "residual", i)
@@ -174,16 +172,15 @@ norms = [np.linalg.norm(tinyflow.autograd_jacobian(lambda u: layer.layer.g(p, u)
                                 flows[0.97].trace(fits[0.97]["params"], x_grade[:20], inverse=True))]
 print(f"c = 0.97: largest ||J_g|| met at 20 held-out points' block inputs, over the 8 blocks: {max(norms):.4f}")
 kl_c = {c: fits[c]["report"]["kl"] for c in LIPSCHITZ}
-claim.bound("ring, c = 0.97: paired KL", kl_c[0.97], at_most=0.2, fmt=".3f")
 claim.frequency("ring: c = 0.5 has the largest KL of the three", kl_c[0.5] > max(kl_c[0.9], kl_c[0.97]), runs=20, of=20)
-claim.frequency("ring: c = 0.97 below c = 0.9", kl_c[0.97] < kl_c[0.9], runs=10, of=20)
+claim.frequency("ring: c = 0.97 below c = 0.9", kl_c[0.97] < kl_c[0.9], runs=14, of=20)
 claim.bound("c = 0.97: largest ||J_g|| at the points checked", max(norms), at_most=0.97, fmt=".4f")
 
 # %% [markdown]
-# A larger $c$ fits the ring better: with $c = 0.5$ each block can stretch space by at most 1.5,
-# too little for 8 blocks to pull the Gaussian apart into 8 modes, and the KL stays far above the
-# others. The Jacobian norms checked at held-out points stay below the bound, as the construction
-# promises. (Each block's bound is the product of its layers' norms, a guarantee, not a measurement.)
+# With $c = 0.5$ a block stretches space by at most 1.5, too little for 8 blocks to pull the
+# Gaussian apart into 8 modes: its KL is the largest of the three on every run. From 0.9 to 0.97
+# there is no reliable gain here (0.97 lower on 14 of 20 runs). The Jacobian norms met stay below
+# the bound, a guarantee: a block's norm is at most the product of its weights' norms.
 #
 # ## 3. The log-det series, graded exactly
 #
@@ -220,23 +217,34 @@ tail = {(c, n): -NUM_BLOCKS * 2 * (np.log(1 - c) + sum(c ** k / k for k in range
         for n in TERMS}
 print(f"i-ResNet's bound on |bias| at c = 0.97, n = 2 / 10 / 50: {tail[0.97, 2]:.1f} / {tail[0.97, 10]:.1f} / "
       f"{tail[0.97, 50]:.2f} nats")
-claim.bound("c = 0.97: |bias| of log q after 2 terms", abs(bias[0.97, 2]), at_least=0.1, fmt=".3f")
-claim.bound("c = 0.97: |bias| of log q after 20 terms", abs(bias[0.97, 20]), at_most=1e-2, fmt=".1e")
+claim.frequency("c = 0.97: |bias| of log q after 2 terms above 0.05 nats", abs(bias[0.97, 2]) > 0.05, runs=20, of=20)
+claim.bound("c = 0.97: |bias| of log q after 20 terms", abs(bias[0.97, 20]), at_most=6e-3, fmt=".1e")
 claim.frequency("the bias after 5 terms grows with c (0.5, 0.9, 0.97)",
-                abs(bias[0.5, 5]) < abs(bias[0.9, 5]) < abs(bias[0.97, 5]), runs=20, of=20)
+                abs(bias[0.5, 5]) < abs(bias[0.9, 5]) < abs(bias[0.97, 5]), runs=19, of=20)
 
 # %% [markdown]
 # **Russian roulette.** Its mean is the full series, so it should match the exact $\log q$ within
 # its standard error. One call draws one $R$ per block, shared by the batch (as in the papers'
-# code), so we compare the mean over `NUM_DRAWS` calls of each call's batch average, and its
-# standard error from those calls. With four settings of $p$ the largest of four $|z|$ stays below
-# 3.66 on 999 runs in 1000 if the estimator is unbiased. Its price is variance, from two sources:
-# the probe, as for any Hutchinson estimate, and the random length, whose rare long series have
-# their last terms divided by small probabilities. The first is exact in 2D too: a block's estimate
-# with one probe takes its value for $(1, 1)$ or for $(1, -1)$, each with probability 1/2, so its
-# variance is a quarter of their squared difference.
+# code), so we average `NUM_DRAWS` calls' batch means. Its variance has two sources. One is the
+# probe, exact in 2D too: a block's one-probe estimate takes its value for $(1, 1)$ or $(1, -1)$
+# with probability 1/2 each, so its variance is a quarter of their squared difference. The other
+# is the random length: term $k$, of size about $\rho^k$ ($\rho$ the spectral radius of $J$), is
+# divided by $(1 - p)^{k - n_0 - 1}$, so the variance is finite only if $\rho^2 < 1 - p$. Where
+# it is infinite the mean still converges, but rare long series dominate and the standard error
+# lies; so the $z$-scores are judged only where $\rho^2 < 1 - p$ at the graded points (always at
+# $p = 0.05$, as $\rho \le 0.97$). Unbiased, the largest of up to four $|z|$ stays below 3.66 on
+# 999 runs in 1000.
 
 # %%
+def spectral_radius(block, p, u):
+    """The largest |eigenvalue| of J_g at the points u, its 2 columns by residual.jvp."""
+    weights, betas = block.weights(p)
+    slopes = network(weights, betas, u, block.activation)[1]
+    J = np.stack([jvp(weights, slopes, np.eye(2)[j:j + 1]) for j in range(2)], axis=2)
+    return np.max(np.abs(np.linalg.eigvals(J)))
+
+
+rho = max(spectral_radius(*block) for block in block_inputs(flows[0.97], fits[0.97]["params"], x_grade))
 exact_log_q = flows[0.97].log_prob(fits[0.97]["params"], x_grade)
 draw_rng = np.random.default_rng([SEED, 3, 1])
 roulette = {}
@@ -244,17 +252,19 @@ for p in ROULETTE_P:
     errors = np.array([estimated_log_prob(flows[0.97], fits[0.97]["params"], x_grade, draw_rng, "roulette", p=p,
                                           n_exact=N_EXACT) for _ in range(NUM_DRAWS)]) - exact_log_q
     calls = errors.mean(axis=1)
-    roulette[p] = {"z": calls.mean() / (calls.std(ddof=1) / np.sqrt(NUM_DRAWS)),
+    roulette[p] = {"z": calls.mean() / (calls.std(ddof=1) / np.sqrt(NUM_DRAWS)), "finite": rho ** 2 < 1 - p,
                    "sd": np.sqrt(np.mean(errors.var(axis=0, ddof=1))), "terms": N_EXACT + 1 / p}
     print(f"roulette, p = {p} ({roulette[p]['terms']:.2f} terms on average): mean error {calls.mean():+.4f} "
-          f"(z = {roulette[p]['z']:+.2f}), sd per point {roulette[p]['sd']:.3f} nats")
-z_limit = statistics.NormalDist().inv_cdf((1 + 0.999 ** (1 / len(ROULETTE_P))) / 2)
-claim.bound(f"roulette: largest |z| of the mean error over {len(ROULETTE_P)} settings of p",
-            max(abs(r["z"]) for r in roulette.values()), at_most=round(z_limit, 2), fmt=".2f")
-print(f"Hutchinson's probe alone (one probe per block, 50 terms): sd per point {hutchinson_sd[0.97]:.3f} nats")
-claim.frequency("roulette: the sd at 3.25 terms above the sd at 12",
+          f"(z = {roulette[p]['z']:+.2f}), sd per point {roulette[p]['sd']:.3f} nats; variance "
+          + ("finite" if roulette[p]["finite"] else "infinite"))
+print(f"Hutchinson's probe alone (one probe per block, 50 terms): sd per point {hutchinson_sd[0.97]:.3f} nats; "
+      f"largest spectral radius of J at the graded points: {rho:.3f}")
+claim.bound("roulette: largest |z| of the mean error where its variance is finite",
+            max(abs(r["z"]) for r in roulette.values() if r["finite"]), at_most=3.66, fmt=".2f")
+claim.frequency("roulette, p = 0.8: infinite variance (rho^2 >= 0.2)", not roulette[0.8]["finite"], runs=20, of=20)
+claim.frequency("roulette: the sd at 3.25 terms above the sd at 22",
                 roulette[ROULETTE_P[0]]["sd"] > roulette[ROULETTE_P[-1]]["sd"], runs=20, of=20)
-claim.bound("roulette at 12 terms: sd over Hutchinson's alone", roulette[ROULETTE_P[-1]]["sd"] / hutchinson_sd[0.97],
+claim.bound("roulette at 22 terms: sd over Hutchinson's alone", roulette[ROULETTE_P[-1]]["sd"] / hutchinson_sd[0.97],
             at_most=1.2, fmt=".2f")
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
@@ -272,14 +282,24 @@ axes[1].set_title("c = 0.97: the roulette trades bias for variance"), axes[1].le
 savefig(fig, "ch15_estimators.png", args.figures_dir)
 
 # %% [markdown]
+# **Reading the numbers.** The measured bias sits far below i-ResNet's bound, which assumes
+# $|\operatorname{tr} J^k|$ as large as $D c^k$ in every block; a trained block is rarely that
+# strong. But the bias falls more slowly the larger $c$ is: at $c = 0.97$ two terms leave more
+# than 0.05 nats in $\log q$ (as much as the KL of a good fit), twenty at most 0.006. The
+# roulette's mean error is within its standard error wherever its variance is finite. Its
+# standard deviation per point, about a nat, is mostly Hutchinson's: at 22 terms on average the
+# random length adds only a few percent, and it adds more the shorter the series (figure, right).
+# At $p = 0.8$ the variance is infinite on these flows, and the sample standard deviation is a
+# poor guide to it.
+#
 # ## 4. Fits beside the coupling flows
 #
 # Chapter 10's flows, with chapter 10's recipe and step sizes, but the 400 steps of this chapter:
 # 8 affine couplings (1 → 34 → 34 → 2, 10,624 parameters) and 4 spline couplings (16 bins on
 # $[-4.5, 4.5]$, 1 → 32 → 32 → 47, 10,684), against 8 residual blocks at $c = 0.97$ (10,616). On
 # the banana every flow ends with chapter 3's standardising `Affine`, started at the data's mean
-# and standard deviation. The residual flow trains at a peak step size of 6e-2: of 1e-2, 3e-2,
-# 6e-2 and 0.1 it was the best on both targets (Notes).
+# and standard deviation. The residual flow's peak step size, 6e-2, was the best of 1e-2 to 0.1
+# on the ring (Notes).
 
 # %%
 def make_flow(kind, name):
@@ -307,12 +327,13 @@ for j, name in enumerate(targets):
         results[name, kind] = {"flow": flow, "params": params, "report": held_out(flow, params, name), "ms": ms}
     for kind in KINDS:
         print(tinyflow.format_report(results[name, kind]["report"], f"{name}, {kind}"))
-KL_BOUND = {("ring", "affine"): 0.4, ("ring", "spline"): 0.04, ("checkerboard", "residual"): 0.7,
-            ("checkerboard", "affine"): 0.3, ("checkerboard", "spline"): 0.12, ("banana", "residual"): 0.02,
-            ("banana", "affine"): 0.05, ("banana", "spline"): 0.03}
+KL_BOUND = {("ring", "affine"): 0.51, ("ring", "spline"): 0.03, ("checkerboard", "residual"): 0.66,
+            ("checkerboard", "affine"): 0.35, ("checkerboard", "spline"): 0.14, ("banana", "residual"): 0.013,
+            ("banana", "affine"): 0.006, ("banana", "spline"): 0.06}
 for (name, kind), limit in KL_BOUND.items():
     claim.bound(f"{name}, {kind}: paired KL", results[name, kind]["report"]["kl"], at_most=limit, fmt=".3f")
 kl = {key: value["report"]["kl"] for key, value in results.items()}
+claim.frequency("ring, residual: paired KL below 0.2", kl["ring", "residual"] < 0.2, runs=17, of=20)
 claim.frequency("ring: residual below affine", kl["ring", "residual"] < kl["ring", "affine"], runs=20, of=20)
 claim.frequency("ring: spline below residual", kl["ring", "spline"] < kl["ring", "residual"], runs=20, of=20)
 claim.frequency("checkerboard: affine below residual", kl["checkerboard", "affine"] < kl["checkerboard", "residual"],
@@ -320,20 +341,30 @@ claim.frequency("checkerboard: affine below residual", kl["checkerboard", "affin
 claim.frequency("banana: residual below spline", kl["banana", "residual"] < kl["banana", "spline"], runs=20, of=20)
 
 # %% [markdown]
+# **Reading the numbers.** On the ring the residual flow sits between the two couplings: its
+# blocks bend the plane smoothly and pull the modes apart, where the affine couplings shear and
+# leave filaments, but it cannot cut the bridges between modes as sharply as the splines. On the
+# checkerboard it is the worst of the three: a block stretches or squeezes by at most $1 \pm c$
+# and moves every point continuously with bounded distortion, so square edges come out as round
+# blobs (figure). On the banana, a smooth bend, it is within about a hundredth of a nat of the
+# best. The stated bounds: ring, affine at most 0.51 and spline 0.03, with the residual flow
+# between them on every run (its own KL swings from run to run, below 0.2 on 17 of 20);
+# checkerboard 0.66, 0.35 and 0.14 (residual, affine, spline); banana 0.013, 0.006 and 0.06.
+#
 # **Exact against estimated log-densities.** The paired KL above used the exact log-det. With the
-# roulette ($p = 0.5$, one call on each fiftieth of the held-out points) the estimate of the KL is
-# unbiased, so it agrees with the exact one within its standard error (the bound is 3.5, the
-# 99.9th percentile of $|t|$ with 49 degrees of freedom); with the truncated series at $n = 2$ it
-# is off by the bias of section 3.
+# roulette ($p = 0.05$, finite variance; one call on each fiftieth of the held-out points) the
+# estimate of the KL is unbiased, so it agrees with the exact one within its standard error (the
+# bound is 3.5, the 99.9th percentile of $|t|$ with 49 degrees of freedom); with the truncated
+# series at $n = 2$ it is off by the bias of section 3.
 
 # %%
-x_held = ring.sample(np.random.default_rng([SEED, 2, 4]), NUM_EVAL)
+x_held = ring.sample(np.random.default_rng([SEED, 2, EVAL_STREAM["ring"]]), NUM_EVAL)     # held_out's points
 log_p_held, ring_fit = ring.log_prob(x_held), results["ring", "residual"]
 kl_exact = np.mean(log_p_held - ring_fit["flow"].log_prob(ring_fit["params"], x_held))
-estimates = {estimator: [np.mean(log_p - estimated_log_prob(ring_fit["flow"], ring_fit["params"], x, draw_rng, estimator,
-                                                             n_terms=2, p=0.5, n_exact=N_EXACT))
-                         for x, log_p in zip(np.split(x_held, 50), np.split(log_p_held, 50))]
-             for estimator in ("roulette", "truncated")}
+chunks = list(zip(np.split(x_held, 50), np.split(log_p_held, 50)))
+estimates = {e: [np.mean(log_p - estimated_log_prob(ring_fit["flow"], ring_fit["params"], x, draw_rng, e, n_terms=2,
+                                                     p=0.05, n_exact=N_EXACT)) for x, log_p in chunks]
+             for e in ("roulette", "truncated")}
 for estimator, values in estimates.items():
     print(f"ring, residual: paired KL by the exact log-det {kl_exact:.4f}, by the {estimator} estimate "
           f"{np.mean(values):.4f} +- {np.std(values, ddof=1) / np.sqrt(50):.4f}")
@@ -345,8 +376,8 @@ windows = {"ring": ((-5, 5), (-5, 5)), "checkerboard": ((-5, 5), (-5, 5)), "bana
 for row, name in enumerate(targets):
     X, Y, points = grid(*windows[name], GRID)
     p = np.exp(targets[name].log_prob(points)).reshape(X.shape)
-    panels = [("target", p)] + [(f"{kind}: paired KL {kl[name, kind]:.3f}", np.exp(
-        results[name, kind]["flow"].log_prob(results[name, kind]["params"], points)).reshape(X.shape)) for kind in KINDS]
+    panels = [("target", p)] + [(f"{kind}: paired KL {kl[name, kind]:.3f}", np.exp(results[name, kind]["flow"].log_prob(
+        results[name, kind]["params"], points)).reshape(X.shape)) for kind in KINDS]
     for ax, (title, density) in zip(axes[row], panels):
         ax.imshow(density, origin="lower", extent=(*windows[name][0], *windows[name][1]), cmap="viridis", vmin=0,
                   vmax=p.max(), aspect="equal" if name != "banana" else "auto")
@@ -357,14 +388,13 @@ savefig(fig, "ch15_fits.png", args.figures_dir)
 # %% [markdown]
 # ## 5. Training with an estimator
 #
-# In 2D the exact log-det is cheap; in high dimensions it is not, and the papers train with the
-# estimators. `estimated_log_prob(flow, params, x, rng, estimator)` is $\log q$ with every block's
-# log-det estimated, fresh probes each step: a loss for `fit`. Its values come from plain products
-# $J^k v$ and its gradient from one traced product (`residual_estimators.py`): for the roulette
-# the Neumann-series gradient of Residual Flows, for the truncated series the exact gradient of
-# the truncated sum. We train the $c = 0.97$ ring flow with the truncated series at $n = 2$ and
-# with the roulette ($p = 0.5$, $n_0 = 2$: 4 terms on average), from the same start, and score both
-# with the exact log-det.
+# In high dimensions the exact log-det is out of reach, and the papers train with the estimators.
+# `estimated_log_prob(flow, params, x, rng, estimator)` is $\log q$ with every block's log-det
+# estimated, fresh probes each step: a loss for `fit`. Its value comes from plain products $J^k v$,
+# its gradient from one traced product (`residual_estimators.py`): Residual Flows' Neumann-series
+# gradient for the roulette, the exact gradient of the truncated sum for i-ResNet's series. We
+# train the $c = 0.97$ ring flow with $n = 2$ terms and with the roulette ($p = 0.5$, $n_0 = 2$: 4
+# terms on average) from the same start, and score both with the exact log-det.
 
 # %%
 estimator_fits = {"exact": results["ring", "residual"]}
@@ -381,17 +411,26 @@ claim.frequency("trained with 2 terms: KL over 3x the exact-trained flow's", kl_
                 runs=20, of=20)
 claim.frequency("trained with 2 terms: its estimated NLL ends below the entropy",
                 estimator_fits["truncated"]["final loss"] < ring.entropy, runs=20, of=20)
-claim.bound("ring, trained with the roulette: paired KL", kl_by["roulette"], at_most=0.2, fmt=".3f")
+claim.frequency("trained with the roulette: KL below the 2-term fit's", kl_by["roulette"] < kl_by["truncated"],
+                runs=20, of=20)
+claim.frequency("trained with the roulette: KL below the exact-trained flow's", kl_by["roulette"] < kl_by["exact"],
+                runs=9, of=20)
 
 # %% [markdown]
+# The bias shows up in the final KL, and how: trained with two terms, the flow learns to exploit
+# the truncation. Its own loss, the truncated estimate of the NLL, ends below the entropy, which
+# no true NLL can do, while its true KL is more than three times the exact-trained flow's. The
+# roulette-trained flow has no bias to exploit: its KL is below the two-term fit's on every run
+# and below the exact-trained flow's on 9 of 20, so its noisier gradients cost nothing systematic
+# here.
+#
 # ## 6. What it costs
 #
-# A residual block computes its network, then the $D$ tangent passes of its Jacobian, and its
-# backward pass goes through both, second derivatives of LipSwish included: several times the
-# arithmetic of a coupling layer of the same width. The CPU times of this run's steps are printed
-# as an illustration (they move with the machine and its load; `python -m tinyflow.benchmark`
-# measures your own). Sampling costs more again: each block is inverted by the fixed-point
-# iteration, whose steps grow with $c$, as in section 1.
+# A residual block computes its network and the $D$ tangent passes of its Jacobian, and its
+# backward pass goes through both, LipSwish's second derivatives included: several times the
+# arithmetic of a coupling layer. This run's CPU times are printed as an illustration (they move
+# with the machine and its load; `python -m tinyflow.benchmark` measures yours). Sampling costs
+# more again: each block is inverted by the fixed-point iteration, whose steps grow with $c$.
 
 # %%
 print("this run, ms of CPU per training step: " + ", ".join(
@@ -412,8 +451,49 @@ claim.frequency("sampling takes more steps as c rises", most_steps[0.5] < most_s
 print(f"chapter CPU time: {time.process_time() - START:.0f} s")
 
 # %% [markdown]
+# At $c = 0.5$ every block inverts in at most 45 steps, as Banach's a priori count promises for
+# a contraction by one half; at 0.97 the blocks whose Jacobians come close to the bound take
+# hundreds. Sampling a residual flow costs far more than evaluating its density.
+#
 # ## Summary
+#
+# * $x + g(x)$ is invertible when $\mathrm{Lip}(g) \le c < 1$: Banach's iteration finds the
+#   inverse in a number of steps that grows like $1 / \log(1/c)$ (36, 221 and 1324 in 1D at
+#   $c = 0.5$, 0.9, 0.99). At $c > 1$ the map can fold, and the iteration finds *a* preimage.
+# * Spectral normalisation and 1-Lipschitz LipSwish units give $\mathrm{Lip}(g) \le c$ by
+#   construction; $c$ is a dial of expressiveness ($c = 0.5$ is too stiff for the ring).
+# * In 2D the truncated series' bias can be graded exactly: it falls with the number of terms,
+#   more slowly the larger $c$. The roulette has none, and pays in variance, finite only if
+#   $\rho(J)^2 < 1 - p$.
+# * At equal parameters and steps the residual flow beats affine couplings on the ring and loses
+#   to splines; on the checkerboard it loses to both; it fits the banana.
+# * Trained with a biased estimate the flow exploits the bias; with the unbiased one it does not.
 #
 # ## Exercises
 #
+# 1. Show that the eigenvalues of $I + J$ lie in the disc of radius $c$ around 1 when $\|J\| \le c$,
+#    so $\det(I + J) > 0$. Why does i-ResNet's bound on the truncation error need $\|J\| \le c$,
+#    not just $\rho(J) \le c$?
+# 2. From the roulette's definition, show that term $k$ is kept with probability
+#    $P(R \ge k - n_0)$ and hence that the estimator's mean is the full series. When is its
+#    variance finite? Check your condition against section 3's standard deviations.
+# 3. Train the ring flow at $c = 0.99$. Does the KL improve on $c = 0.97$? What happens to the
+#    truncated series' bias and to the number of fixed-point steps?
+# 4. Train with the truncated series at $n = 5$ and $n = 10$. How many terms does it take for the
+#    bias to stop showing in the final KL, at what cost per step?
+# 5. Give the residual flow 600 steps on the checkerboard, or 16 narrower blocks. How far can it
+#    come towards the affine couplings? What limits it?
+#
 # ## Notes on the numbers
+#
+# Bounds were set on seeds 0-19 by `tinyflow/claims.py`'s rule and frequencies counted there,
+# then checked on seeds 20-29 (`python chapters/seeds.py ch15 --seeds 20-29 --check`): CHECKING.
+# The 1D counts are exact; the $z$ bounds are 99.9th percentiles of their null distributions;
+# $\|J_g\| \le 0.97$ is a guarantee. The residual flow's ring KL is not a bound: over seeds 0-19
+# it ran from 0.053 to 0.264 (median 0.098), and neither a peak of 3e-2 (0.068-0.160 on six
+# seeds, against 0.046-0.143 at 6e-2) nor 300 steps (0.065-0.181) narrowed it. Tuning (seed 0,
+# 8 blocks of 32, 600 steps): peaks of 3e-3, 1e-2, 3e-2, 6e-2, 0.1 gave the ring 0.76, 0.116,
+# 0.076, 0.044, 0.049 and the checkerboard (1e-2 up) 0.57, 0.35, 0.41, 0.35; 4 blocks of 48
+# (0.56), 16 of 24 (0.40) and $c = 0.99$ (0.38) did no better there. Trained with $n = 5$ terms
+# (one run) the ring flow reached 0.062, its exact-trained twin 0.109 (exercise 4). A full run
+# took 52-67 s of CPU on a 2-core machine shared with other jobs (load 11-17).
