@@ -19,7 +19,6 @@ KINDS = {"banana: paired KL after 30 flow-matching steps": "bound",
          "chapter 5's target: paired KL, flow matching + 3 maximum-likelihood steps": "bound",
          "chapter 5's target: mass outside [1, 2] after fine-tuning": "bound",
          "chapter 5's target: -log(1 - leaked mass) / KL": "range",
-         "chapter 5's target: |1 - integral of q over the grid|": "bound",
          "chapter 5's target: box mass, samples against the integral of q, in standard errors": "bound",
          "banana: paired KL of chapter 3's coupling flow after 20 steps": "bound",
          "banana: chapter 3's coupling flow beats the continuous flow's flow matching + fine-tune": "frequency"}
