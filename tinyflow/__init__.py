@@ -39,8 +39,8 @@ from .made import made, made_degrees
 from .memory import keep_freed_memory
 from .mlp import dense_relu, dense_tanh
 from .permutation import LULinear, Permute, Reverse
-from .planar import Planar
-from .radial import Radial
+from .planar import Planar, planar_plain
+from .radial import Radial, radial_plain
 from .spline import RationalQuadraticSpline
 from .spline_autoregressive import SplineAutoregressive
 from .spline_coupling import SplineCoupling
@@ -58,7 +58,7 @@ __all__ = [
     "adam_update", "claims", "clip_by_norm", "dense_relu", "dense_tanh", "flat_loss_and_grad",
     "flatten_params", "keep_freed_memory", "made", "made_degrees", "step_sizes",
     "RationalQuadraticSpline", "SplineAutoregressive", "SplineCoupling",
-    "Planar", "Radial",
+    "Planar", "Radial", "planar_plain", "radial_plain",
     "Checkerboard",
     "datasets",
     "ContinuousFlow", "flow_matching_batches", "flow_matching_loss",

@@ -48,9 +48,12 @@ planar_backprop.planar, the same map as one autograd primitive with its backprop
 deep planar flow's training step pays for (chapter 9).
 
 Parameters {"u": (D,), "w": (D,), "b": ()}; z, x (N, D); log_det (N,). Any D >= 1.
-Init: u, w ~ U(-1/sqrt(D), 1/sqrt(D)), b = 0: w^T z is O(1) for z ~ N(0, I),
-so tanh is neither saturated nor linear, and random directions make stacked layers differ. A
-tiny w (e.g. N(0, 0.01^2)) would not give a near-identity layer: u_hat's correction has size
+Init: u, w ~ U(-1/sqrt(D), 1/sqrt(D)), b ~ U(-1, 1): w^T z is O(1) for z ~ N(0, I),
+so tanh is neither saturated nor linear, and random directions make stacked layers differ. The
+line w^T z + b = 0 lies |b| / ||w|| from the origin, so the bands of stacked layers spread over
+where the base puts its mass; with b = 0 they all cross at the origin, and a flow that has to
+bend the plane far from it (chapter 9's wave U2) more often stalls half-formed. A tiny w (e.g.
+N(0, 0.01^2)) would not give a near-identity layer: u_hat's correction has size
 |m(w^T u) - w^T u| / ||w|| ~ 0.31 / ||w||.
 
 Copy with: planar.py, planar_backprop.py, validate.py (and an empty __init__.py).
@@ -163,7 +166,8 @@ class Planar:
 
     def init(self, rng, dim):
         limit = 1 / np.sqrt(check_dim(dim))
-        return {"u": rng.uniform(-limit, limit, dim), "w": rng.uniform(-limit, limit, dim), "b": np.array(0.0)}
+        return {"u": rng.uniform(-limit, limit, dim), "w": rng.uniform(-limit, limit, dim),
+                "b": np.array(rng.uniform(-1.0, 1.0))}
 
     def u_hat(self, params):
         """(u_hat, 1 + c) with c = w^T u_hat > -1 (see reparameterise)."""
