@@ -45,6 +45,7 @@ from .spline import RationalQuadraticSpline
 from .spline_autoregressive import SplineAutoregressive
 from .spline_coupling import SplineCoupling
 from .targets import Banana, Checkerboard, ShiftedGaussian, UniformConditionalGaussian
+from .validate import NonFiniteError
 from .train import (adam, adam_update, adamw, clip_by_norm, fit, flat_loss_and_grad, forward_kl, gaussian_noise,
                     reverse_kl, step_sizes)
 
@@ -62,5 +63,5 @@ __all__ = [
     "Checkerboard",
     "datasets",
     "ContinuousFlow", "flow_matching_batches", "flow_matching_loss",
-    "annealed_fit",
+    "annealed_fit", "NonFiniteError",
 ]

@@ -32,7 +32,8 @@ import autograd.numpy as np
 from .affine import affine, affine_inverse, soft_clamp
 from .columns import concat_columns, merge_columns, take_columns
 from .mlp import mlp, mlp_init
-from .validate import check_context, check_context_dim, check_dim, check_hidden, check_points, check_positive, given
+from .validate import (check_activation, check_context, check_context_dim, check_dim, check_hidden, check_mask,
+                       check_points, check_positive, given)
 
 
 def alternating_masks(dim, num_layers):
@@ -44,21 +45,11 @@ def alternating_masks(dim, num_layers):
 class AffineCoupling:
     """mask: sequence of 0/1 of length D with at least one of each; hidden: MLP widths;
     activation: "tanh" (smooth, the default) or "relu" (cheaper; kinks in s and t);
-    context_dim: C to condition on a context of shape (N, C), None (default) for none."""
+    context_dim: C to condition on a context of shape (N, C), 0 (the default) for none."""
 
-    def __init__(self, mask, hidden=(64, 64), s_max=5.0, activation="tanh", context_dim=None):
-        mask = np.asarray(mask)
-        if mask.ndim != 1 or not np.all((mask == 0) | (mask == 1)):
-            raise ValueError(f"mask must be a 1D sequence of 0s and 1s, got {mask.tolist()}")
-        if mask.all() or not mask.any():
-            raise ValueError("mask must contain both 0s (changed) and 1s (kept); "
-                             f"got {mask.tolist()}, which would make the layer the identity or not invertible")
-        self.mask = mask.astype(int)
-        self.hidden = check_hidden(hidden)
+    def __init__(self, mask, hidden=(64, 64), s_max=5.0, activation="tanh", context_dim=0):
+        self.mask, self.hidden, self.activation = check_mask(mask), check_hidden(hidden), check_activation(activation)
         self.s_max = check_positive(s_max, "s_max")
-        if activation not in ("tanh", "relu"):
-            raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
-        self.activation = activation
         self.context_dim = check_context_dim(context_dim)
         self.index_a = np.flatnonzero(self.mask == 1)              # kept coordinates
         self.index_b = np.flatnonzero(self.mask == 0)              # changed coordinates
@@ -66,7 +57,7 @@ class AffineCoupling:
     def init(self, rng, dim):
         if check_dim(dim) != len(self.mask):
             raise ValueError(f"mask has length {len(self.mask)} but the flow has dim {dim}")
-        return mlp_init(rng, [len(self.index_a) + (self.context_dim or 0), *self.hidden, 2 * len(self.index_b)])
+        return mlp_init(rng, [len(self.index_a) + self.context_dim, *self.hidden, 2 * len(self.index_b)])
 
     def s_t(self, params, x_a, context=None):
         """The conditioner: x_a (N, n_a) [and context (N, C)] -> bounded log-scale s and shift t, each (N, n_b)."""

@@ -12,10 +12,12 @@ error is far smaller than the gap's Monte-Carlo error (a few thousandths of a na
 import numpy as onp
 
 
-def held_out_report(flow, params, target, rng, n=100_000):
-    """Return a dict of the numbers above, computed on n fresh samples of the target."""
+def held_out_report(flow, params, target, rng, n=100_000, context=None):
+    """Return a dict of the numbers above, computed on n fresh samples of the target.
+    For a conditional flow q(x | c), target is p(x | c) at one context c, and context=c is that
+    row ((C,), or a number when C = 1), given to the flow with every sample."""
     x = target.sample(rng, n)
-    log_q = onp.asarray(flow.log_prob(params, x))
+    log_q = onp.asarray(flow.log_prob(params, x, context=context))
     log_p = onp.asarray(target.log_prob(x))
     diff = log_p - log_q
     nll = -log_q.mean()

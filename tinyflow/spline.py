@@ -54,7 +54,7 @@ import autograd.numpy as np
 from autograd.tracer import getval
 
 from .spline_backprop import MIN_BIN, MIN_DERIVATIVE, SHIFT, rational_quadratic
-from .validate import check_dim, check_points, check_positive
+from .validate import check_count, check_dim, check_points, check_positive
 
 
 def knots(theta, bound):
@@ -112,9 +112,7 @@ def rational_quadratic_plain(v, theta, bound, inverse=False):
 
 
 def check_num_bins(num_bins):
-    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
-        raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
-    return num_bins
+    return check_count(num_bins, "num_bins")
 
 
 class RationalQuadraticSpline:

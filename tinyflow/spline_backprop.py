@@ -33,10 +33,12 @@ forward pass instead of finding the bin and solving the quadratic again, because
 solve are about a third of a spline layer's training cost and the rows are small (13 per value).
 """
 import math
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 from autograd.extend import defvjp_argnums, primitive
+from autograd.tracer import getval, isbox
 
 MIN_BIN = 1e-3
 MIN_DERIVATIVE = 1e-3
@@ -153,8 +155,19 @@ def rq_stacked(v, theta, bound, inverse):
 
 
 def rational_quadratic(v, theta, bound, inverse):
+    if isbox(theta):                # training: the spline cannot shape what lies outside its bound
+        outside = share_outside(getval(v), bound)
+        if outside > 0.01:
+            warnings.warn(f"more than 1% of a training batch lies outside a spline's bound [-{bound:g}, "
+                          f"{bound:g}], where the spline is the identity: choose bound= to cover the data "
+                          f"(or standardise the data)", UserWarning, stacklevel=3)
     stacked = rq_stacked(v, theta, bound, inverse)
     return stacked[0], stacked[1]
+
+
+def share_outside(v, bound):
+    """The share of entries of v outside [-bound, bound]."""
+    return np.count_nonzero(np.abs(v) > bound) / v.size
 
 
 def saved_bins(stacked, num_bins):
