@@ -124,9 +124,9 @@ def conditional_models(quick):
         return lambda rng, n: (rng.standard_normal((n, dim)), rng.standard_normal((n, context_dim)))
 
     banana = Banana().sample
-    return [(f"{couplings} x affine coupling (64,64) relu, 2D", coupling_flow(None), banana, batch),
+    return [(f"{couplings} x affine coupling (64,64) relu, 2D", coupling_flow(0), banana, batch),
             (f"  the same with a context, C = 2", coupling_flow(2), pairs(2, 2), batch),
-            (f"{mafs} x MAF (64,64) + Reverse, 10D", maf_flow(None), lambda rng, n: rng.standard_normal((n, 10)), batch),
+            (f"{mafs} x MAF (64,64) + Reverse, 10D", maf_flow(0), lambda rng, n: rng.standard_normal((n, 10)), batch),
             (f"  the same with a context, C = 10", maf_flow(10), pairs(10, 10), batch)]
 
 

@@ -17,7 +17,7 @@ def held_out_report(flow, params, target, rng, n=100_000, context=None):
     For a conditional flow q(x | c), target is p(x | c) at one context c, and context=c is that
     row ((C,), or a number when C = 1), given to the flow with every sample."""
     x = target.sample(rng, n)
-    log_q = onp.asarray(flow.log_prob(params, x, context=context))
+    log_q = onp.asarray(flow.log_prob(params, x) if context is None else flow.log_prob(params, x, context=context))
     log_p = onp.asarray(target.log_prob(x))
     diff = log_p - log_q
     nll = -log_q.mean()
