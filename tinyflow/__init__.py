@@ -28,7 +28,7 @@ from .coupling import AffineCoupling, alternating_masks
 from .distributions import DiagNormal, StandardNormal
 from .elementwise import Affine, Exp
 from .energies import Energy, GaussianMixture, format_reverse_report, grid_entropy, grid_log_Z, reverse_report
-from .evaluate import format_report, held_out_report
+from .evaluate import box_check, format_report, held_out_report
 from .flow import Flow
 from .flow_matching import flow_matching_batches, flow_matching_loss
 from .invert import Invert
@@ -63,5 +63,5 @@ __all__ = [
     "Checkerboard",
     "datasets",
     "ContinuousFlow", "flow_matching_batches", "flow_matching_loss",
-    "annealed_fit", "NonFiniteError",
+    "annealed_fit", "NonFiniteError", "box_check",
 ]
