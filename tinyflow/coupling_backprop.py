@@ -44,11 +44,18 @@ class Plan(NamedTuple):
     inverse: bool             # False: x -> y; True: y -> x
 
 
+def widths(plan, weights):
+    """The columns of each block of coupling_step's buffer: out and log_det, s, each hidden layer."""
+    return [len(plan.index_a) + len(plan.index_b) + 1, len(plan.index_b)] + [W.shape[1] for W in weights[:-2:2]]
+
+
 def blocks(buffer, n, plan, weights):
     """The views of coupling_step's buffer: out (N, D + 1), s (N, n_b) and the hidden activations."""
-    widths = [len(plan.index_a) + len(plan.index_b) + 1, len(plan.index_b)] + [W.shape[1] for W in weights[:-2:2]]
-    ends = np.cumsum([n * w for w in widths])
-    return [buffer[end - n * w:end].reshape(n, w) for end, w in zip(ends, widths)]
+    views, start = [], 0
+    for width in widths(plan, weights):
+        views.append(buffer[start:start + n * width].reshape(n, width))
+        start += n * width
+    return views
 
 
 def mlp_input(v, context, plan):
@@ -60,8 +67,7 @@ def mlp_input(v, context, plan):
 @primitive
 def coupling_step(v, context, *weights, plan):
     n = len(v)
-    buffer = np.empty(sum(n * w for w in [v.shape[1] + 1, len(plan.index_b)] + [W.shape[1] for W in weights[:-2:2]]))
-    out, s, *hidden = blocks(buffer, n, plan, weights)
+    out, s, *hidden = blocks(np.empty(n * sum(widths(plan, weights))), n, plan, weights)
     h = mlp_input(v, context, plan)
     for j, saved in enumerate(hidden):                        # hidden layers, computed in place
         np.dot(h, weights[2 * j], out=saved)
@@ -97,13 +103,13 @@ def coupling_step_vjp(argnums, out, args, kwargs):
             g_v_b = g_out_b * np.exp(s)
             g_t, g_s = g_out_b, g_v_b * v[:, plan.index_b] + g_log_det
         g_a = np.concatenate([g_s * (1 - (s / plan.s_max) ** 2), g_t], axis=1)   # at [s_raw, t]
-        inputs = [mlp_input(v, context, plan)] + hidden
+        inputs, ones = [mlp_input(v, context, plan)] + hidden, np.ones(len(v))
         g_weights = [None] * len(weights)
         for j in reversed(range(len(inputs))):                # back through the MLP, last layer first
-            g_weights[2 * j], g_weights[2 * j + 1] = np.dot(inputs[j].T, g_a), g_a.sum(axis=0)
+            g_weights[2 * j], g_weights[2 * j + 1] = np.dot(inputs[j].T, g_a), np.dot(ones, g_a)  # (a sum as gemv)
             g_h = np.dot(g_a, weights[2 * j].T)
-            if j:
-                g_a = g_h * (inputs[j] > 0) if plan.activation == "relu" else g_h * (1 - inputs[j] ** 2)
+            if j:                                             # through the activation, in place
+                g_a = np.multiply(g_h, inputs[j] > 0 if plan.activation == "relu" else 1 - inputs[j] ** 2, out=g_h)
         n_a = len(plan.index_a)
         grads = {1: lambda: g_h[:, n_a:]}
         grads[0] = lambda: merged(g_out[:, plan.index_a] + g_h[:, :n_a], g_v_b, plan)

@@ -67,7 +67,10 @@ def lu_factors(LU):
     """L = I + (strictly lower part of LU),  U = diag(exp(diagonal of LU)) + (strictly upper part of LU),
     and the strictly lower 0/1 mask that splits LU."""
     below = np.tri(len(LU), k=-1)
-    return np.eye(len(LU)) + below * LU, below.T * LU + np.diag(np.exp(np.diag(LU))), below
+    L, U = below * LU, below.T * LU
+    np.fill_diagonal(L, 1.0)
+    np.fill_diagonal(U, np.exp(np.diagonal(LU)))
+    return L, U, below
 
 
 @primitive
@@ -83,7 +86,9 @@ def lu_weight_vjp(W, LU):
     def vjp(dW):
         L, U, below = lu_factors(LU)          # rebuilt here, in the backward pass, not kept from the forward
         dU = np.dot(L.T, dW)
-        return below * np.dot(dW, U.T) + below.T * dU + np.diag(np.diag(dU) * np.diag(U))
+        dLU = below * np.dot(dW, U.T) + below.T * dU
+        np.fill_diagonal(dLU, np.diagonal(dU) * np.diagonal(U))
+        return dLU
     return vjp
 
 
