@@ -27,13 +27,14 @@ much faster a training step gets). forward and inverse below read as that chain;
 (unless fused=False, or a subclass brings its own s_t) is the whole layer as one primitive,
 coupling_backprop.coupling_step, which computes the same numbers with one node.
 
-Copy with: coupling.py, affine.py, columns.py, coupling_backprop.py, linear.py, mlp.py, validate.py (and an empty __init__.py).
+Copy with: coupling.py, affine.py, columns.py, coupling_backprop.py, leaves.py, linear.py, mlp.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
 
 from .affine import affine, affine_inverse, soft_clamp
 from .columns import concat_columns, merge_columns, take_columns
 from .coupling_backprop import Plan, coupling_step
+from .leaves import flat_params, shapes
 from .mlp import mlp, mlp_init
 from .validate import (check_activation, check_context, check_context_dim, check_dim, check_hidden, check_mask,
                        check_points, check_positive, given)
@@ -59,7 +60,9 @@ class AffineCoupling:
         self.index_b = np.flatnonzero(self.mask == 0)              # changed coordinates
         # a subclass that brings its own conditioner s_t runs the chain that calls it
         self.fused = bool(fused) and type(self).s_t is AffineCoupling.s_t
-        self.plans = [Plan(self.index_a, self.index_b, self.s_max, self.activation, inverse) for inverse in (0, 1)]
+        sizes = (len(self.index_a) + self.context_dim, *self.hidden, 2 * len(self.index_b))
+        self.shapes = [shape for n_in, n_out in zip(sizes[:-1], sizes[1:]) for shape in ((n_in, n_out), (n_out,))]
+        self.plans = [Plan(self.index_a, self.index_b, sizes, self.s_max, self.activation, inverse) for inverse in (0, 1)]
 
     def init(self, rng, dim):
         if check_dim(dim) != len(self.mask):
@@ -95,6 +98,12 @@ class AffineCoupling:
 
     def step(self, params, v, context, inverse):
         """forward (or inverse) as one primitive: (out, log_det) from coupling_step's (N, D + 1)."""
-        weights = [array for layer in params for array in (layer["W"], layer["b"])]
-        out = coupling_step(v, context, *weights, plan=self.plans[inverse])
+        if shapes(params) != self.shapes:
+            raise ValueError(f"params must hold arrays of shapes {self.shapes} (W, b of each MLP layer), "
+                             f"got {shapes(params)}")
+        # one vector, W_1, b_1, ... raveled: as params are laid out, unless someone built the dicts as {"b", "W"}
+        in_order = all(list(layer) == ["W", "b"] for layer in params)
+        weights = flat_params(params) if in_order else np.concatenate(
+            [np.ravel(array) for layer in params for array in (layer["W"], layer["b"])])
+        out = coupling_step(v, context, weights, self.plans[inverse])
         return take_columns(out, slice(0, len(self.mask))), take_columns(out, len(self.mask))

@@ -1,6 +1,9 @@
 """The affine coupling layer of coupling.py as one autograd primitive, with its backprop written out.
 
-    coupling_step(v, context, W_1, b_1, ..., W_k, b_k, plan=Plan(...)) -> (N, D + 1): [out, log_det]
+    coupling_step(v, context, weights, plan) -> (N, D + 1): [out, log_det]
+
+weights is the layer's params as one vector, W_1, b_1, ..., W_k, b_k raveled in that order
+(leaves.flat_params: one node in a training step, however many arrays the MLP has).
 
 computes what AffineCoupling's readable methods compute (s_t, affine, merge_columns; the tests
 hold the two to each other), for v = x (out = y) or, with plan.inverse, v = y (out = x):
@@ -39,20 +42,26 @@ class Plan(NamedTuple):
     """The layer's hyperparameters, as coupling_step needs them."""
     index_a: np.ndarray       # kept coordinates
     index_b: np.ndarray       # changed coordinates
+    sizes: tuple              # the MLP's widths, [n_a (+ C), *hidden, 2 n_b]
     s_max: float              # the bound of the log-scale
     activation: str           # "tanh" or "relu"
     inverse: bool             # False: x -> y; True: y -> x
 
 
-def widths(plan, weights):
-    """The columns of each block of coupling_step's buffer: out and log_det, s, each hidden layer."""
-    return [len(plan.index_a) + len(plan.index_b) + 1, len(plan.index_b)] + [W.shape[1] for W in weights[:-2:2]]
+def unpack(weights, sizes):
+    """[W_1, b_1, ..., W_k, b_k] as views of the vector weights (or of its gradient)."""
+    arrays, start = [], 0
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        arrays += [weights[start:start + n_in * n_out].reshape(n_in, n_out),
+                   weights[start + n_in * n_out:start + (n_in + 1) * n_out]]
+        start += (n_in + 1) * n_out
+    return arrays
 
 
-def blocks(buffer, n, plan, weights):
+def blocks(buffer, n, plan):
     """The views of coupling_step's buffer: out (N, D + 1), s (N, n_b) and the hidden activations."""
     views, start = [], 0
-    for width in widths(plan, weights):
+    for width in [len(plan.index_a) + len(plan.index_b) + 1, len(plan.index_b), *plan.sizes[1:-1]]:
         views.append(buffer[start:start + n * width].reshape(n, width))
         start += n * width
     return views
@@ -65,9 +74,10 @@ def mlp_input(v, context, plan):
 
 
 @primitive
-def coupling_step(v, context, *weights, plan):
-    n = len(v)
-    out, s, *hidden = blocks(np.empty(n * sum(widths(plan, weights))), n, plan, weights)
+def coupling_step(v, context, flat_weights, plan):
+    n, weights = len(v), unpack(flat_weights, plan.sizes)
+    width = len(plan.index_a) + len(plan.index_b) + 1 + len(plan.index_b) + sum(plan.sizes[1:-1])
+    out, s, *hidden = blocks(np.empty(n * width), n, plan)
     h = mlp_input(v, context, plan)
     for j, saved in enumerate(hidden):                        # hidden layers, computed in place
         np.dot(h, weights[2 * j], out=saved)
@@ -89,11 +99,11 @@ def coupling_step(v, context, *weights, plan):
 
 
 def coupling_step_vjp(argnums, out, args, kwargs):
-    v, context, *weights = args
-    plan = kwargs["plan"]
+    v, context, flat_weights, plan = args
+    weights = unpack(flat_weights, plan.sizes)
 
     def vjp(g):
-        _, s, *hidden = blocks(out.base, len(v), plan, weights)
+        _, s, *hidden = blocks(out.base, len(v), plan)
         g_out, g_log_det = g[:, :-1], g[:, -1:]
         g_out_b = g_out[:, plan.index_b]
         if plan.inverse:
@@ -104,16 +114,18 @@ def coupling_step_vjp(argnums, out, args, kwargs):
             g_t, g_s = g_out_b, g_v_b * v[:, plan.index_b] + g_log_det
         g_a = np.concatenate([g_s * (1 - (s / plan.s_max) ** 2), g_t], axis=1)   # at [s_raw, t]
         inputs, ones = [mlp_input(v, context, plan)] + hidden, np.ones(len(v))
-        g_weights = [None] * len(weights)
+        g_flat = np.empty(len(flat_weights))
+        g_weights = unpack(g_flat, plan.sizes)                # views: the products write into g_flat
         for j in reversed(range(len(inputs))):                # back through the MLP, last layer first
-            g_weights[2 * j], g_weights[2 * j + 1] = np.dot(inputs[j].T, g_a), np.dot(ones, g_a)  # (a sum as gemv)
+            np.dot(inputs[j].T, g_a, out=g_weights[2 * j])
+            np.dot(ones, g_a, out=g_weights[2 * j + 1])      # the bias gradient, a sum as one gemv
             g_h = np.dot(g_a, weights[2 * j].T)
             if j:                                             # through the activation, in place
                 g_a = np.multiply(g_h, inputs[j] > 0 if plan.activation == "relu" else 1 - inputs[j] ** 2, out=g_h)
         n_a = len(plan.index_a)
-        grads = {1: lambda: g_h[:, n_a:]}
-        grads[0] = lambda: merged(g_out[:, plan.index_a] + g_h[:, :n_a], g_v_b, plan)
-        return [grads[i]() if i < 2 else g_weights[i - 2] for i in argnums]
+        grads = {0: lambda: merged(g_out[:, plan.index_a] + g_h[:, :n_a], g_v_b, plan),
+                 1: lambda: g_h[:, n_a:], 2: lambda: g_flat}
+        return [grads[i]() for i in argnums]
     return vjp
 
 
