@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import tinyflow
-from tinyflow.flow_matching import line_weights
+from tinyflow import line_weights
 from tinyflow.plotting import chapter_args, savefig
 
 args = chapter_args(__doc__ or "Chapter 14: flow matching")

@@ -39,10 +39,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import tinyflow
-from tinyflow.fixed_point import iterate
+from tinyflow import InvertibleResidual, banach_iterate, estimate_log_det, estimated_log_prob
 from tinyflow.plotting import chapter_args, grid, savefig
-from tinyflow.residual import InvertibleResidual, jvp, network
-from tinyflow.residual_estimators import estimate_log_det, estimated_log_prob
 
 args = chapter_args(__doc__ or "Chapter 15: residual flows")
 QUICK = args.quick
@@ -74,7 +72,7 @@ EVAL_STREAM = {"ring": 4, "checkerboard": 12, "banana": 6}  # held-out points: [
 #
 # In 1D take $g(x) = -c\tanh(x)$: its slope $-c\,\mathrm{sech}^2(x)$ is steepest at 0, so
 # $\mathrm{Lip}(g) = c$ exactly. We pick $y = f(0.1)$, so the answer is known, $x^* = 0.1$, and run
-# `fixed_point.iterate` (the loop `InvertibleResidual` inverts with; it stops once the error is
+# `tinyflow.banach_iterate` (the loop `InvertibleResidual` inverts with; it stops once the error is
 # below $10^{-12}$ by the a posteriori bound $\frac{c}{1-c}|x_k - x_{k-1}|$) from $x_0 = y$, for
 # $c = 0.5, 0.9, 0.99$. Near $x^*$ the error shrinks by $c\,\mathrm{sech}^2(0.1) = 0.99c$ a step,
 # so it needs about $\log 10^{-12} / \log(0.99c)$ steps: the closer the bound is to 1, the more.
@@ -92,7 +90,7 @@ for c in (0.5, 0.9, 0.99, 1.5):
         path.append(y - g(path[-1]))
     paths[c] = np.array(path)
     if c < 1:
-        found, steps_taken[c] = iterate(lambda x: y - g(x), np.array([[y]]), c)
+        found, steps_taken[c] = banach_iterate(lambda x: y - g(x), np.array([[y]]), c)
         a_priori = np.ceil(np.log(1e-12 * (1 - c) / abs(g(y))) / np.log(c))
         print(f"c = {c}: x* to {abs(found[0, 0] - X_STAR):.0e} in {steps_taken[c]} steps; the a priori bound "
               f"c^k |x_1 - x_0| / (1 - c) <= 1e-12 allows {a_priori:.0f}")
@@ -237,11 +235,8 @@ claim.frequency("the bias after 5 terms grows with c (0.5, 0.9, 0.97)",
 
 # %%
 def spectral_radius(block, p, u):
-    """The largest |eigenvalue| of J_g at the points u, its 2 columns by residual.jvp."""
-    weights, betas = block.weights(p)
-    slopes = network(weights, betas, u, block.activation)[1]
-    J = np.stack([jvp(weights, slopes, np.eye(2)[j:j + 1]) for j in range(2)], axis=2)
-    return np.max(np.abs(np.linalg.eigvals(J)))
+    """The largest |eigenvalue| of J_g at the points u."""
+    return np.max(np.abs(np.linalg.eigvals(block.jacobian(p, u))))
 
 
 rho = max(spectral_radius(*block) for block in block_inputs(flows[0.97], fits[0.97]["params"], x_grade))

@@ -29,9 +29,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import tinyflow
-from tinyflow.amortised import AmortisedAffine, AmortisedPlanar
-from tinyflow.bounds import elbo, iwae_bound, log_mean_exp, log_weights
-from tinyflow.mlp import dense_tanh, mlp, mlp_init
+from tinyflow import (AmortisedAffine, AmortisedPlanar, dense_tanh, elbo, iwae_bound, log_mean_exp, log_weights, mlp,
+                      mlp_init)
 from tinyflow.plotting import chapter_args, savefig
 
 args = chapter_args(__doc__ or "Chapter 16: flows inside a variational autoencoder")

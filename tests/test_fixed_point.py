@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from autograd import grad
 
-from tinyflow.fixed_point import fixed_point, iterate
+from tinyflow.fixed_point import banach_iterate, fixed_point
 
 
 def contraction(c, seed=0, dim=3):
@@ -29,7 +29,7 @@ def test_fixed_point_of_a_linear_contraction_is_the_linear_solve(c):
 def test_steps_stay_within_the_a_priori_count(c):
     A = contraction(c)
     y = np.random.default_rng(2).standard_normal((10, 3))
-    _, steps = iterate(lambda x: y - x @ A, y, c)
+    _, steps = banach_iterate(lambda x: y - x @ A, y, c)
     first = np.linalg.norm(y @ A, axis=1)                     # |x_1 - x_0| = |g(y)|
     scale = 1e-12 * np.maximum(1, np.linalg.norm(y, axis=1))
     assert steps <= np.max(np.ceil(np.log(scale * (1 - c) / first) / np.log(c)))

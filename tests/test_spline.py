@@ -186,10 +186,16 @@ def test_layer_starts_as_the_identity(make):
     assert np.abs(y - x).max() < 1e-14 and np.abs(log_det).max() < 1e-14
 
 
-@pytest.mark.parametrize("bad, message", [({"num_bins": 0}, "num_bins"), ({"num_bins": 2.5}, "num_bins"),
-                                          ({"bound": -1.0}, "bound"), ({"num_bins": True}, "num_bins")])
-def test_bad_hyperparameters_raise_value_error_naming_them(bad, message):
+@pytest.mark.parametrize("bad, error, message", [({"num_bins": 0}, ValueError, "num_bins must be >= 1"),
+                                                 ({"num_bins": 2.5}, TypeError, "num_bins must be an int"),
+                                                 ({"bound": -1.0}, ValueError, "bound"),
+                                                 ({"num_bins": True}, TypeError, "num_bins must be an int")])
+def test_bad_hyperparameters_raise_an_error_naming_them(bad, error, message):
     for make in (tf.RationalQuadraticSpline, lambda **kw: tf.SplineCoupling([1, 0], **kw),
                  lambda **kw: tf.SplineAutoregressive(**kw)):
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(error, match=message):
             make(**bad)
+
+
+def test_numpy_integers_are_whole_numbers_of_bins():
+    assert tf.SplineCoupling([1, 0], num_bins=np.int64(8)).num_bins == 8

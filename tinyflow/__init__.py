@@ -17,50 +17,92 @@ them inverse from the data:
 Layers hold only hyperparameters; parameters are passed explicitly, so autograd.grad
 differentiates any loss with respect to them. Every random draw takes a
 numpy.random.Generator.
+
+Where things live (one concept per file; a layer's docstring names the files to copy with it)
+-----------------------------------------------------------------------------------------
+Layers:            elementwise.py (Affine, Exp), leaky_relu.py, permutation.py (LULinear, Permute,
+                   Reverse), coupling.py, autoregressive.py, spline_coupling.py,
+                   spline_autoregressive.py, planar.py, radial.py, residual.py, amortised.py,
+                   invert.py, continuous.py
+Their maths:       spline.py (the rational-quadratic spline), made.py (masks), mlp.py, lipschitz.py
+                   (spectral norm, LipSwish), fixed_point.py (Banach), ode.py (RK4 and friends)
+Primitives:        affine.py, linear.py, coupling_backprop.py, spline_backprop.py,
+  (backprop by     planar_backprop.py, radial_backprop.py, residual_backprop.py,
+   hand, ch. 8)    field_backprop.py, amortised_backprop.py
+Flows and bases:   flow.py, distributions.py
+Training:          train.py (fit, losses, Adam), annealing.py, leaves.py (flat parameters),
+                   flow_matching.py, residual_estimators.py (log-det series), bounds.py (ELBO, IWAE)
+Checking:          check.py (check_layer), evaluate.py (held-out report, box check), claims.py,
+                   validate.py (input checks), strategies.py (hypothesis strategies for tests)
+Targets and data:  targets.py, energies.py, datasets.py (the UCI digits)
+Chapters' tools:   plotting.py, layer_plots.py, benchmark.py, progress.py, threads.py,
+                   memory.py, columns.py, io.py (save_params / load_params, never pickled)
 """
-from .annealing import annealed_fit
-from . import datasets                      # tinyflow.datasets.digits(): real data for chapter 12
-from .autoregressive import AffineAutoregressive
-from .check import autograd_jacobian, check_layer, numerical_jacobian
-from .claims import claims
-from .continuous import ContinuousFlow
-from .coupling import AffineCoupling, alternating_masks
-from .distributions import DiagNormal, StandardNormal
+# Layers
 from .elementwise import Affine, Exp
-from .energies import Energy, GaussianMixture, format_reverse_report, grid_entropy, grid_log_Z, reverse_report
-from .evaluate import format_report, held_out_report
-from .flow import Flow
-from .flow_matching import flow_matching_batches, flow_matching_loss
-from .invert import Invert
-from .io import load_params, save_params
 from .leaky_relu import LeakyReLU
-from .leaves import flatten_params
-from .made import made, made_degrees
-from .memory import keep_freed_memory
-from .mlp import dense_relu, dense_tanh
 from .permutation import LULinear, Permute, Reverse
+from .coupling import AffineCoupling, alternating_masks
+from .autoregressive import AffineAutoregressive
+from .spline import RationalQuadraticSpline
+from .spline_coupling import SplineCoupling
+from .spline_autoregressive import SplineAutoregressive
 from .planar import Planar, planar_plain
 from .radial import Radial, radial_plain
-from .spline import RationalQuadraticSpline
-from .spline_autoregressive import SplineAutoregressive
-from .spline_coupling import SplineCoupling
-from .targets import Banana, Checkerboard, ShiftedGaussian, UniformConditionalGaussian
+from .residual import InvertibleResidual
+from .amortised import AmortisedAffine, AmortisedPlanar
+from .invert import Invert
+from .continuous import ContinuousFlow
+# Building blocks
+from .made import made, made_degrees
+from .mlp import dense_relu, dense_tanh, mlp, mlp_init
+from .lipschitz import power_iteration, spectral_norm
+from .fixed_point import banach_iterate
+# Flows and bases
+from .distributions import DiagNormal, StandardNormal
+from .flow import Flow
+# Training
 from .train import (adam, adam_update, adamw, clip_by_norm, fit, flat_loss_and_grad, forward_kl, gaussian_noise,
                     reverse_kl, step_sizes)
+from .annealing import annealed_fit
+from .leaves import flatten_params
+from .flow_matching import flow_matching_batches, flow_matching_loss, line_weights
+from .residual_estimators import estimate_log_det, estimated_log_prob
+from .bounds import elbo, iwae_bound, log_mean_exp, log_weights
+# Checking and evaluation
+from .check import autograd_jacobian, check_layer, numerical_jacobian
+from .evaluate import box_check, format_report, held_out_report
+from .claims import claims
+from .validate import NonFiniteError
+# Targets and data
+from .targets import Banana, Checkerboard, ShiftedGaussian, UniformConditionalGaussian
+from .energies import Energy, GaussianMixture, format_reverse_report, grid_entropy, grid_log_Z, reverse_report
+from . import datasets                      # tinyflow.datasets.digits(): real data for chapter 12
+# Tools
+from .io import load_params, save_params
+from .memory import keep_freed_memory
 
 __all__ = [
-    "Affine", "AffineAutoregressive", "AffineCoupling", "Banana", "DiagNormal", "Exp", "Flow",
-    "Invert", "LULinear", "LeakyReLU", "Permute", "Reverse", "ShiftedGaussian", "StandardNormal",
-    "UniformConditionalGaussian", "adam", "adamw", "alternating_masks", "autograd_jacobian",
-    "check_layer", "fit", "format_report", "forward_kl", "gaussian_noise", "held_out_report",
-    "load_params", "numerical_jacobian", "reverse_kl", "save_params",
-    "Energy", "GaussianMixture", "format_reverse_report", "grid_entropy", "grid_log_Z", "reverse_report",
-    "adam_update", "claims", "clip_by_norm", "dense_relu", "dense_tanh", "flat_loss_and_grad",
-    "flatten_params", "keep_freed_memory", "made", "made_degrees", "step_sizes",
-    "RationalQuadraticSpline", "SplineAutoregressive", "SplineCoupling",
-    "Planar", "Radial", "planar_plain", "radial_plain",
-    "Checkerboard",
-    "datasets",
-    "ContinuousFlow", "flow_matching_batches", "flow_matching_loss",
-    "annealed_fit",
+    # layers
+    "Affine", "Exp", "LeakyReLU", "LULinear", "Permute", "Reverse", "AffineCoupling", "alternating_masks",
+    "AffineAutoregressive", "RationalQuadraticSpline", "SplineCoupling", "SplineAutoregressive",
+    "Planar", "planar_plain", "Radial", "radial_plain", "InvertibleResidual", "AmortisedAffine", "AmortisedPlanar",
+    "Invert", "ContinuousFlow",
+    # building blocks
+    "made", "made_degrees", "dense_relu", "dense_tanh", "mlp", "mlp_init", "power_iteration", "spectral_norm",
+    "banach_iterate",
+    # flows and bases
+    "DiagNormal", "StandardNormal", "Flow",
+    # training
+    "adam", "adam_update", "adamw", "clip_by_norm", "fit", "flat_loss_and_grad", "forward_kl", "gaussian_noise",
+    "reverse_kl", "step_sizes", "annealed_fit", "flatten_params", "flow_matching_batches", "flow_matching_loss",
+    "line_weights", "estimate_log_det", "estimated_log_prob", "elbo", "iwae_bound", "log_mean_exp", "log_weights",
+    # checking and evaluation
+    "autograd_jacobian", "check_layer", "numerical_jacobian", "box_check", "format_report", "held_out_report",
+    "claims", "NonFiniteError",
+    # targets and data
+    "Banana", "Checkerboard", "ShiftedGaussian", "UniformConditionalGaussian", "Energy", "GaussianMixture",
+    "format_reverse_report", "grid_entropy", "grid_log_Z", "reverse_report", "datasets",
+    # tools
+    "load_params", "save_params", "keep_freed_memory",
 ]

@@ -11,7 +11,7 @@ within reach; beta then rises linearly, and q follows the target as it sharpens:
 After anneal_steps the loss is plain reverse KL, whose floor is -log Z. Chapters 6, 9 and 10
 train with it.
 """
-from .train import fit, gaussian_noise, reverse_kl
+from .train import check_callback, fit, gaussian_noise, reverse_kl
 from .validate import check_count, check_positive
 
 
@@ -27,8 +27,7 @@ def annealed_fit(flow, log_p, params, rng, num_steps, batch_size, beta_start, an
     if beta_start > 1:
         raise ValueError(f"beta_start must be in (0, 1], got {beta_start}")
     anneal_steps = check_count(anneal_steps, "anneal_steps")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be a function callback(step, params, loss), got {type(callback).__name__}")
+    check_callback(callback)
     beta = [beta_start]                 # the loss reads it at every step; after each step it rises
 
     def raise_beta(step, params, loss):

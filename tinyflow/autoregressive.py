@@ -33,7 +33,7 @@ from .validate import check_context, check_context_dim, check_dim, check_hidden,
 
 
 class AffineAutoregressive:
-    def __init__(self, hidden=(64,), s_max=5.0, context_dim=None):
+    def __init__(self, hidden=(64,), s_max=5.0, context_dim=0):
         self.hidden = check_hidden(hidden)
         self.s_max = check_positive(s_max, "s_max")
         self.context_dim = check_context_dim(context_dim)
@@ -41,13 +41,13 @@ class AffineAutoregressive:
 
     def masks(self, dim):
         if dim not in self._masks:
-            self._masks[dim] = made_masks(dim, self.hidden, context_dim=self.context_dim or 0)
+            self._masks[dim] = made_masks(dim, self.hidden, context_dim=self.context_dim)
         return self._masks[dim]
 
     def init(self, rng, dim):
         dim = check_dim(dim)
         self.masks(dim)
-        return mlp_init(rng, [dim + (self.context_dim or 0), *self.hidden, 2 * dim])
+        return mlp_init(rng, [dim + self.context_dim, *self.hidden, 2 * dim])
 
     def mu_s(self, params, z, context=None):
         """The conditioner: z (N, D) [and context (N, C)] -> shift mu (N, D) and bounded log-scale
@@ -59,7 +59,7 @@ class AffineAutoregressive:
         return mu, soft_clamp(s_raw, self.s_max)
 
     def _check(self, params, x, context, name):
-        x = check_points(x, params[0]["W"].shape[0] - (self.context_dim or 0), name)
+        x = check_points(x, params[0]["W"].shape[0] - self.context_dim, name)
         return x, check_context(context, self.context_dim, len(x), self)
 
     def forward(self, params, z, context=None):

@@ -63,6 +63,10 @@ def check_layer(layer, params, x, tol=1e-6, h=1e-5, context=None):
     checked as the bijection in x it is at that context (call once per context to check several)."""
     x = check_points(x)
     if context is not None:
+        if onp.ndim(context) > 2 or (onp.ndim(context) == 2 and onp.shape(context)[0] != 1):
+            raise ValueError(f"check_layer takes one context row, (C,) or (1, C), and checks the layer as the "
+                             f"bijection in x it is at that context; got shape {onp.shape(context)}: call it "
+                             f"once per row to check several contexts")
         row = check_points(onp.reshape(context, (1, -1)), name="context")
         given = lambda points: (onp.repeat(row, len(points), axis=0),)
     else:

@@ -32,8 +32,12 @@ def digits(path=None):
     if not path.is_file():
         raise FileNotFoundError(f"digits data file not found at {path}: it ships inside the tinyflow "
                                 f"package (tinyflow/data/digits.csv.gz); reinstall tinyflow or pass path=")
-    with gzip.open(path, "rt") as f:
-        table = onp.loadtxt(f, delimiter=",", ndmin=2)   # float first: a stray "2.5" is caught below
+    try:
+        with gzip.open(path, "rt") as f:
+            table = onp.loadtxt(f, delimiter=",", ndmin=2)   # float first: a stray "2.5" is caught below
+    except (OSError, EOFError, ValueError, UnicodeDecodeError) as error:   # not gzip, cut short, not numbers
+        raise ValueError(f"{path}: not a readable copy of the digits table (a gzipped CSV of {NUM_IMAGES} rows "
+                         f"of {NUM_PIXELS} pixels and a label): {type(error).__name__}: {error}") from None
     if table.shape != (NUM_IMAGES, NUM_PIXELS + 1):
         raise ValueError(f"{path}: expected {NUM_IMAGES} rows of {NUM_PIXELS} pixels and a label "
                          f"({NUM_IMAGES}, {NUM_PIXELS + 1}), got a table of shape {table.shape}")

@@ -30,7 +30,7 @@ TOL = 1e-12             # the error bound the iteration stops at, relative to ma
 MAX_STEPS = 100_000     # the a priori bound is the real limit: ~1,000 steps at c = 0.97
 
 
-def iterate(step, start, c, tol=TOL):
+def banach_iterate(step, start, c, tol=TOL):
     """The fixed point of the contraction `step` (constant c), from start (N, D): (point, steps taken)."""
     scale = tol * np.maximum(1.0, np.sqrt(np.sum(start ** 2, axis=1)))
     x, limit = start, MAX_STEPS
@@ -48,7 +48,7 @@ def iterate(step, start, c, tol=TOL):
 @primitive
 def fixed_point(g, y, c, *theta):
     """x (N, D) with x = y - g(x, theta) in every row, for a g with Lip <= c < 1 in x."""
-    return iterate(lambda x: y - g(x, theta), y, c)[0]
+    return banach_iterate(lambda x: y - g(x, theta), y, c)[0]
 
 
 def fixed_point_vjp(argnums, x, args, kwargs):
@@ -57,7 +57,7 @@ def fixed_point_vjp(argnums, x, args, kwargs):
     a_J = make_vjp(lambda x: g(x, tuple(theta)))(x)[0]             # a -> a J, recorded once, run per step
 
     def vjp(x_bar):
-        a = iterate(lambda a: x_bar - a_J(a), x_bar, c)[0]
+        a = banach_iterate(lambda a: x_bar - a_J(a), x_bar, c)[0]
         grads = {1: a}
         if any(i >= 3 for i in argnums):
             theta_bar = make_vjp(lambda theta: g(x, tuple(theta)))(list(theta))[0](-a)

@@ -21,7 +21,7 @@ import numpy as onp
 from . import memory, threads
 from .leaves import read_leaves
 from .linear import add_all
-from .validate import check_count, check_points, check_rng, getval
+from .validate import NonFiniteError, check_count, check_points, check_rng, getval
 
 
 class Flow:
@@ -33,11 +33,12 @@ class Flow:
             if not all(callable(getattr(layer, name, None)) for name in ("init", "forward", "inverse")):
                 raise TypeError(f"layers[{k}] must have init/forward/inverse, got {type(layer).__name__}")
         self.base, self.layers, self.dim = base, layers, base.dim
-        context_dims = {layer.context_dim for layer in layers if getattr(layer, "context_dim", None) is not None}
+        self._structures = {}               # layer k -> the shapes of its params, for error messages
+        context_dims = {layer.context_dim for layer in layers if getattr(layer, "context_dim", 0)}
         if len(context_dims) > 1:
             raise ValueError(f"the conditional layers of a flow share one context, so one context_dim; "
                              f"got {sorted(context_dims)}")
-        self.context_dim = context_dims.pop() if context_dims else None     # None: unconditional
+        self.context_dim = context_dims.pop() if context_dims else 0         # 0: unconditional
         memory.keep_freed_memory()          # any training loop over this flow, fit's or your own,
         threads.one_blas_thread()           # runs fast: see memory.py and threads.py
 
@@ -68,29 +69,55 @@ class Flow:
         return x, add_all(*log_dets)
 
     def _step(self, params, k, points, context=None, inverse=False):
-        """Layer k, forward or inverse, on its own params (and the context, if it is conditional);
-        a structure that does not fit this flow (another flow's params, params["layers"] alone)
-        raises an error saying what was expected."""
+        """Layer k, forward or inverse, on its own params (and the context, if it is conditional).
+        Params that do not fit the layer (a checkpoint of a flow built with other settings) raise an
+        error showing both structures; a layer that turns finite points into NaN or inf (an
+        overflow inside it) raises NonFiniteError naming it, which fit counts as a skipped step."""
         layer = self.layers[k]
-        given = (context,) if getattr(layer, "context_dim", None) is not None else ()
+        given = (context,) if getattr(layer, "context_dim", 0) else ()
         try:
-            return (layer.inverse if inverse else layer.forward)(params["layers"][k], points, *given)
-        except (KeyError, IndexError, TypeError) as error:     # a wrong structure, not wrong numbers
-            raise TypeError(f"params['layers'][{k}] does not fit layers[{k}] ({type(layer).__name__}): "
-                       f"{type(error).__name__}: {error}. Pass the params this flow's init returned.") from error
+            out, log_det = (layer.inverse if inverse else layer.forward)(params["layers"][k], points, *given)
+        except (KeyError, IndexError, TypeError, ValueError) as error:
+            expected, got = self._structure(k), structure(params["layers"][k])
+            if expected != got:
+                raise ValueError(f"params['layers'][{k}] do not fit layers[{k}] ({type(layer).__name__}): it "
+                                 f"expects {expected}, got {got}. Are these the params of another flow (a "
+                                 f"checkpoint saved from a flow built with other settings)? Pass the params "
+                                 f"this flow's init returned, or build the flow as it was when they were "
+                                 f"saved.") from error
+            raise
+        if not (onp.isfinite(getval(out)).all() and onp.isfinite(getval(log_det)).all()):
+            raise NonFiniteError(f"layers[{k}] ({type(layer).__name__}) {'inverse' if inverse else 'forward'} "
+                                 f"gave NaN or inf from finite points: an overflow inside the layer (points or "
+                                 f"parameters too large for it)")
+        return out, log_det
+
+    def _structure(self, k):
+        """The shapes layer k's init gives (a plan of the params it expects), computed once."""
+        if k not in self._structures:
+            self._structures[k] = structure(self.layers[k].init(onp.random.default_rng(0), self.dim))
+        return self._structures[k]
 
     def _context(self, context, n):
         """The context as an (n, C) array, a single row repeated n times; None for an
-        unconditional flow. A missing context, or one this flow has no use for, is an error."""
-        if self.context_dim is None:
+        unconditional flow. With C = 1 a number or an (n,) array (one value per point) will do.
+        A missing context, or one this flow has no use for, is an error."""
+        if not self.context_dim:
             if context is not None:
                 raise ValueError("this flow takes no context: none of its layers was built with context_dim")
             return None
         if context is None:
             raise ValueError(f"this flow is conditional (context_dim={self.context_dim}): pass context= of "
                              f"shape (N, {self.context_dim}), one row per point, or ({self.context_dim},) for all")
-        if onp.ndim(getval(context)) == 1:
-            context = np.reshape(context, (1, -1))
+        shape = onp.shape(getval(context))
+        if len(shape) == 0 and self.context_dim == 1:
+            context = np.reshape(context, (1, 1))                          # one number, for every point
+        elif len(shape) == 1:                                              # one row, or with C = 1 one
+            one_per_point = self.context_dim == 1 and shape[0] == n > 1   # value per point
+            context = np.reshape(context, (-1, 1) if one_per_point else (1, -1))
+        elif len(shape) != 2:
+            raise ValueError(f"context must be (N, {self.context_dim}), one row per point, or one row "
+                             f"({self.context_dim},), got shape {shape}")
         context = check_points(context, self.context_dim, "context")
         rows = getval(context).shape[0]
         if rows == 1 and n > 1:
@@ -146,6 +173,15 @@ class Flow:
         for k in (reversed(range(len(self.layers))) if inverse else range(len(self.layers))):
             steps.append(self._step(params, k, steps[-1], context, inverse)[0])
         return steps
+
+
+def structure(tree):
+    """The shapes of a params pytree, as a printable plan: {'W': (1, 64), ...}, [..]."""
+    if isinstance(tree, dict):
+        return {key: structure(value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [structure(value) for value in tree]
+    return onp.shape(getval(tree))
 
 
 def _describe(value):

@@ -42,7 +42,10 @@ def load_params(path):
     except FileNotFoundError:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError) as error:
-        raise ValueError(f"{path} is not a tinyflow parameter file ({type(error).__name__}: {error})") from None
+        # numpy's own message would suggest allow_pickle=True, i.e. running the file's code
+        why = ("it is not a .npz archive, and tinyflow never unpickles a file (numpy's fallback for one)"
+               if "pickle" in str(error) else f"{type(error).__name__}: {error}")
+        raise ValueError(f"{path} is not a tinyflow parameter file (a .npz written by save_params): {why}") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError(f"{path} is not a tinyflow parameter file (expected format {FORMAT})")
 

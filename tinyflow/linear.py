@@ -3,6 +3,8 @@
     dense(x, W, b)          = x W + b                 a layer of an MLP; x (N, n_in), W (n_in, n_out), b (n_out,)
     dense_inverse(y, W, b)  = (y - b) W^-1            its inverse (W square and invertible)
     lu_weight(LU)           = L U                     LULinear's matrix, from its packed (D, D) parameter
+    lu_linear(v, LU, b, order, inverse)               LULinear's whole map: v W^T + b, or (v - b) W^-T
+    lu_log_det(LU, n, sign) = sign trace(LU), n times LULinear's log-det, the same at every point
     add_all(x_1, ..., x_k)  = x_1 + ... + x_k         a flow's log-dets, one per layer (all the same shape)
 
 One node on autograd's tape each, instead of two to seven for the same expression written
@@ -65,7 +67,10 @@ def lu_factors(LU):
     """L = I + (strictly lower part of LU),  U = diag(exp(diagonal of LU)) + (strictly upper part of LU),
     and the strictly lower 0/1 mask that splits LU."""
     below = np.tri(len(LU), k=-1)
-    return np.eye(len(LU)) + below * LU, below.T * LU + np.diag(np.exp(np.diag(LU))), below
+    L, U = below * LU, below.T * LU
+    np.fill_diagonal(L, 1.0)
+    np.fill_diagonal(U, np.exp(np.diagonal(LU)))
+    return L, U, below
 
 
 @primitive
@@ -81,11 +86,63 @@ def lu_weight_vjp(W, LU):
     def vjp(dW):
         L, U, below = lu_factors(LU)          # rebuilt here, in the backward pass, not kept from the forward
         dU = np.dot(L.T, dW)
-        return below * np.dot(dW, U.T) + below.T * dU + np.diag(np.diag(dU) * np.diag(U))
+        dLU = below * np.dot(dW, U.T) + below.T * dU
+        np.fill_diagonal(dLU, np.diagonal(dU) * np.diagonal(U))
+        return dLU
     return vjp
 
 
 defvjp(lu_weight, lu_weight_vjp)
+
+
+def lu_matrix(LU, order):
+    """W = P L U: L U with its rows taken in `order` (None: the identity permutation)."""
+    L, U, _ = lu_factors(LU)
+    W = np.dot(L, U)
+    return W if order is None else W[order]
+
+
+@primitive
+def lu_linear(v, LU, b, order, inverse):
+    """LULinear's map as one node: y = v W^T + b, or with inverse=True x = (v - b) W^-T, W = P L U.
+    The chain lu_weight -> (row order) -> transpose -> dense (or dense_inverse) in one step;
+    backprop composes theirs: see lu_linear_vjp."""
+    W = lu_matrix(LU, order)
+    return np.linalg.solve(W, (v - b).T).T if inverse else np.dot(v, W.T) + b
+
+
+def lu_linear_vjp(argnums, out, args, kwargs):
+    """Forward, y = v W^T + b:      v' = y' W,   W' = y'^T v,   b' = sum y'.
+    Inverse, x = (v - b) W^-T:     with g = x' W^-1,  v' = g,  b' = -sum g,  W' = -g^T x.
+    Then W = P L U back to the packed LU as in lu_weight_vjp (the row order undone first)."""
+    v, LU, b, order, inverse = args
+
+    def vjp(g_out):
+        W = lu_matrix(LU, order)
+        if inverse:
+            g_v = np.linalg.solve(W.T, g_out.T).T                     # x' W^-1, without forming W^-1
+            g_W, g_b = -np.dot(g_v.T, out), -g_v.sum(axis=0)
+        else:
+            g_v, g_W, g_b = np.dot(g_out, W), np.dot(g_out.T, v), g_out.sum(axis=0)
+        grads = {0: lambda: g_v, 2: lambda: g_b}
+        if 1 in argnums:
+            g_LU_W = g_W if order is None else g_W[np.argsort(order)]     # the gradient on L U, rows unpermuted
+            grads[1] = lambda: lu_weight_vjp(None, LU)(g_LU_W)
+        return [grads[i]() for i in argnums]
+    return vjp
+
+
+defvjp_argnums(lu_linear, lu_linear_vjp)
+
+
+@primitive
+def lu_log_det(LU, n, sign):
+    """sign trace(LU) = sign sum(log d), as an (n,) array: one node, not trace, full and a sign.
+    Backprop: the sum of the n gradients, times sign, on LU's diagonal."""
+    return np.full(n, sign * np.trace(LU))
+
+
+defvjp(lu_log_det, lambda log_det, LU, n, sign: lambda g: sign * np.sum(g) * np.eye(len(LU)))
 
 
 @primitive

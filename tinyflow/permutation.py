@@ -21,7 +21,7 @@ Copy with: permutation.py, linear.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
 
-from .linear import dense, dense_inverse, lu_weight
+from .linear import lu_linear, lu_log_det, lu_weight
 from .validate import check_dim, check_points
 
 
@@ -82,10 +82,10 @@ class LULinear:
 
     def forward(self, params, x):
         x = check_points(x, len(params["b"]))
-        y = dense(x, self.weight(params).T, params["b"])           # x W^T + b
-        return y, np.full(len(x), np.trace(params["LU"]))         # sum(log d), the same at every point
+        y = lu_linear(x, params["LU"], params["b"], self.order, False)        # x W^T + b
+        return y, lu_log_det(params["LU"], len(x), 1.0)                       # sum(log d), at every point
 
     def inverse(self, params, y):
         y = check_points(y, len(params["b"]), "y")
-        x = dense_inverse(y, self.weight(params).T, params["b"])   # (y - b) W^-T
-        return x, np.full(len(y), -np.trace(params["LU"]))
+        x = lu_linear(y, params["LU"], params["b"], self.order, True)         # (y - b) W^-T
+        return x, lu_log_det(params["LU"], len(y), -1.0)

@@ -38,7 +38,7 @@ Copy with: residual.py, fixed_point.py, lipschitz.py, residual_backprop.py, vali
 import autograd.numpy as np
 import numpy as onp
 
-from .fixed_point import fixed_point, iterate
+from .fixed_point import banach_iterate, fixed_point
 from .lipschitz import ACTIVATIONS, normalise, softplus
 from .residual_backprop import residual
 from .validate import check_dim, check_hidden, check_points
@@ -151,11 +151,18 @@ class InvertibleResidual:
         weights, betas = self.weights(params)
         return preimage(weights, betas, check_points(y, _dim(params), "y"), self.lipschitz, self.activation)
 
+    def jacobian(self, params, x):
+        """J_g(x) (N, D, D), [n, i, j] = d g_i / d x_j at x[n]: column j is J_g e_j (jvp)."""
+        x = check_points(x, _dim(params))
+        weights, betas = self.weights(params)
+        slopes = network(weights, betas, x, self.activation)[1]
+        return np.stack([jvp(weights, slopes, onp.eye(x.shape[1])[j:j + 1]) for j in range(x.shape[1])], axis=2)
+
     def solve(self, params, y):
         """The fixed-point inverse on plain numbers: (x, steps taken), for counting iterations."""
         y = onp.asarray(check_points(y, _dim(params), "y"))
         weights, betas = self.weights(params)
-        return iterate(lambda x: y - network(weights, betas, x, self.activation)[0], y, self.lipschitz)
+        return banach_iterate(lambda x: y - network(weights, betas, x, self.activation)[0], y, self.lipschitz)
 
 
 def raw_leaves(params):

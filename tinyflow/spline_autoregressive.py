@@ -30,7 +30,7 @@ from .validate import check_context, check_context_dim, check_dim, check_hidden,
 
 
 class SplineAutoregressive:
-    def __init__(self, hidden=(64,), num_bins=8, bound=3.0, context_dim=None):
+    def __init__(self, hidden=(64,), num_bins=8, bound=3.0, context_dim=0):
         self.hidden, self.num_bins = check_hidden(hidden), check_num_bins(num_bins)
         self.bound = check_positive(bound, "bound")
         self.context_dim = check_context_dim(context_dim)
@@ -38,13 +38,13 @@ class SplineAutoregressive:
 
     def masks(self, dim):
         if dim not in self._masks:
-            self._masks[dim] = made_masks(dim, self.hidden, 3 * self.num_bins - 1, self.context_dim or 0)
+            self._masks[dim] = made_masks(dim, self.hidden, 3 * self.num_bins - 1, self.context_dim)
         return self._masks[dim]
 
     def init(self, rng, dim):
         dim = check_dim(dim)
         self.masks(dim)
-        return mlp_init(rng, [dim + (self.context_dim or 0), *self.hidden, (3 * self.num_bins - 1) * dim])
+        return mlp_init(rng, [dim + self.context_dim, *self.hidden, (3 * self.num_bins - 1) * dim])
 
     def theta(self, params, z, context=None):
         """The conditioner: z (N, D) [and context (N, C)] -> theta (N, D, 3K - 1), where row i
@@ -56,7 +56,7 @@ class SplineAutoregressive:
         return np.transpose(h, (0, 2, 1))
 
     def _check(self, params, x, context, name):
-        x = check_points(x, params[0]["W"].shape[0] - (self.context_dim or 0), name)
+        x = check_points(x, params[0]["W"].shape[0] - self.context_dim, name)
         return x, check_context(context, self.context_dim, len(x), self)
 
     def forward(self, params, z, context=None):

@@ -2,33 +2,43 @@
 
     rational_quadratic(v, theta, bound, inverse) -> (out, log_det), both (N, D)
 
-computes exactly what spline.rational_quadratic_plain computes (the readable expression, and the
-reference the tests hold this one to): out = g(v) and log_det = log g'(v), or with inverse=True
+computes what spline.rational_quadratic_plain computes (the readable expression, and the reference
+the tests hold this one to): out = g(v) and log_det = log g'(v), or with inverse=True
 out = g^-1(v) and log_det = -log g'(out); the identity (log_det 0) outside [-B, B]. theta
-(N, D, 3K - 1), or (D, 3K - 1) broadcast over the batch. Written with autograd.numpy the map
-records about a hundred nodes per call; as a primitive it records one, which keeps a spline
-coupling's training step near an affine one's (chapter 10 measures both; chapter 8 explains why).
+(N, D, 3K - 1), or (D, 3K - 1) for every point. Written with autograd.numpy the map records
+about a hundred nodes per call; as a primitive it records one, which keeps a spline coupling's
+training step near an affine one's (chapter 8 explains why that matters).
 
-Backprop, in bin k, with xi = (x - x_k)/w, s = h/w, t = xi (1 - xi), delta = d_k + d_k1 - 2s:
+In bin k (spline.py gives the map), with xi = (x - x_k) / w, xi1 = 1 - xi, t = xi xi1, s = h / w:
 
-    y = y_k + h N / D,           N = s xi^2 + d_k t,                   D = s + delta t
-    L = log g' = 2 log s + log M - 2 log D,   M = d_k1 xi^2 + 2 s t + d_k (1 - xi)^2
+    y = y_k + h numer / denom,        numer = s xi^2 + d_k t
+    log g' = 2 log s + log slope_numer - 2 log denom,
+                                      slope_numer = d_k1 xi^2 + 2 s t + d_k xi1^2
+                                      denom = s (xi^2 + xi1^2) + (d_k + d_k1) t
 
-are functions of (xi, s, d_k, d_k1) (and h, y_k for y); `partials` holds their derivatives.
-    forward:  xi = (x - x_k)/w, so dxi/dx = 1/w, dxi/dx_k = -1/w, dxi/dw = -xi/w.
-    inverse:  xi solves y_k + h N/D = y; by the implicit function theorem
-              dxi = (dy - dy_k - (N/D) dh - y_s ds - y_dk dd_k - y_dk1 dd_k1) / y_xi,  and x = x_k + w xi.
-Then s = h/w, w = x_{k+1} - x_k, h = y_{k+1} - y_k put each bin's gradient on its two knots; the
+Backprop. y and log g' are functions of (xi, s, d_k, d_k1, h); `partials` gives their derivatives.
+    forward:  xi = (x - x_k) / w, so dxi/dx = 1/w, dxi/dx_k = -1/w, dxi/dw = -xi/w.
+    inverse:  xi solves y_k + h numer / denom = y; by the implicit function theorem
+              dxi = (dy - dy_k - y_h dh - y_s ds - y_dk dd_k - y_dk1 dd_k1) / y_xi,
+              with y_xi = dy/dxi = h s slope_numer / denom^2, and x = x_k + w xi.
+Then s = h / w, w = x_{k+1} - x_k, h = y_{k+1} - y_k put each bin's gradient on its two knots; the
 knots are p @ C + offset (C = 2B (1 - K m_bin) T, T[i, j] = 1 for i < j: a cumulative sum as one
 matrix product), so the softmax outputs p get (gradient @ C^T); then the softmax
 (dtheta = p (g - sum p g)) and the softplus (whose derivative is the sigmoid). Every array is
 flattened to rows, one row per (point, coordinate), and the matrix products are taken on 2D
 arrays: numpy runs a 3D (M, 2, K) @ (K, K + 1) as M small products, one BLAS call as 2D.
+
+Saved, not recomputed: the backward pass reads the bin's values (the Bin rows below) from the
+forward pass instead of finding the bin and solving the quadratic again, because that search and
+solve are about a third of a spline layer's training cost and the rows are small (13 per value).
 """
 import math
+import warnings
+from typing import NamedTuple
 
 import numpy as np
 from autograd.extend import defvjp_argnums, primitive
+from autograd.tracer import getval, isbox
 
 MIN_BIN = 1e-3
 MIN_DERIVATIVE = 1e-3
@@ -41,8 +51,8 @@ def cumulative_matrix(num_bins, bound):
 
 
 def knot_rows(theta, bound):
-    """theta rows (M, 3K - 1) -> knots (M, 2, K + 1) (x_k then y_k), derivatives d (M, K + 1), the
-    two softmaxes p (M, 2, K), and C, the matrix with knots = p @ C + offset."""
+    """theta rows (M, 3K - 1) -> knots (M, 2, K + 1) (x_k then y_k), derivatives d (M, K + 1), and
+    the two softmaxes p (M, 2, K), from which knots = p @ C + offset."""
     num_bins = (theta.shape[1] + 1) // 3
     logits = theta[:, :2 * num_bins].reshape(-1, 2, num_bins)
     top = logits[:, :, 0].copy()                  # the max of each softmax's logits, so no exp overflows;
@@ -51,14 +61,13 @@ def knot_rows(theta, bound):
     e = np.exp(logits - top[:, :, None])
     p = e / (e.reshape(-1, num_bins) @ np.ones(num_bins)).reshape(-1, 2, 1)   # softmax
     # knot j = -B + 2B (j m_bin + (1 - K m_bin) (p_0 + ... + p_{j-1})): a cumulative sum as p @ C
-    C = cumulative_matrix(num_bins, bound)
-    knots = (p.reshape(-1, num_bins) @ C).reshape(-1, 2, num_bins + 1) + (-bound + 2 * bound * MIN_BIN
-                                                                          * np.arange(num_bins + 1))
+    knots = (p.reshape(-1, num_bins) @ cumulative_matrix(num_bins, bound)).reshape(-1, 2, num_bins + 1)
+    knots += -bound + 2 * bound * MIN_BIN * np.arange(num_bins + 1)
     knots[:, :, -1] = bound                       # pinned: no rounding at +-B
     a = theta[:, 2 * num_bins:] + SHIFT
     d = np.ones((len(theta), num_bins + 1))
     d[:, 1:-1] = MIN_DERIVATIVE + np.maximum(a, 0.0) + np.log1p(np.exp(-np.abs(a)))   # softplus(a), no overflow
-    return knots, d, p, C
+    return knots, d, p
 
 
 def theta_rows(theta, shape):
@@ -68,130 +77,174 @@ def theta_rows(theta, shape):
     return theta.reshape(-1, theta.shape[-1])
 
 
-def bins(v, theta, bound, inverse):
-    """Everything the map and its backprop need, as a dict of (M,) rows, M = N D."""
-    knots, d, p, C = knot_rows(theta_rows(theta, v.shape), bound)
-    v = v.ravel()
+class Bin(NamedTuple):
+    """The spline around each value, one entry per (point, coordinate): all (M,) arrays, M = N D.
+    These are the rows the forward pass saves for the backward pass."""
+    k: np.ndarray             # the bin the value falls in, 0..K-1 (stored as float in the saved rows)
+    inside: np.ndarray        # |v| <= B; outside the map is the identity
+    x_k: np.ndarray           # the bin's left knot (x_k, y_k) ...
+    y_k: np.ndarray
+    w: np.ndarray             # ... its width and height, and s = h / w
+    h: np.ndarray
+    s: np.ndarray
+    d_k: np.ndarray           # the derivatives at its left and right knots
+    d_k1: np.ndarray
+    xi: np.ndarray            # the position in the bin, (x - x_k) / w, and 1 - xi, each without cancellation
+    xi1: np.ndarray
+    numer: np.ndarray         # s xi^2 + d_k t:                  y = y_k + h numer / denom
+    denom: np.ndarray         # s (xi^2 + xi1^2) + (d_k + d_k1) t
+    slope_numer: np.ndarray   # d_k1 xi^2 + 2 s t + d_k xi1^2:   g' = s^2 slope_numer / denom^2
+
+
+def find_bins(v, knots, d, bound, inverse):
+    """The Bin of each value v (M,) given the knots and derivatives of its row."""
     inside = (v >= -bound) & (v <= bound)
-    v = np.where(inside, v, 0.0)
-    k = np.zeros(len(v), dtype=int)                                            # bin: 0..K-1,
-    for j in range(1, knots.shape[2] - 1):                                     # the interior knots <= v
+    v = np.where(inside, v, 0.0)                                               # tails: any bin will do
+    k = np.zeros(len(v), dtype=int)                                            # bin: the number of
+    for j in range(1, knots.shape[2] - 1):                                     # interior knots <= v
         k += v >= knots[:, int(inverse), j]
     rows = np.arange(len(v))
-    left, right = knots[rows, :, k], knots[rows, :, k + 1]                     # (M, 2): x, y
-    b = {"v": v, "k": k, "rows": rows, "inside": inside, "theta": theta, "p": p, "C": C,
-         "x_k": left[:, 0], "y_k": left[:, 1], "w": right[:, 0] - left[:, 0], "h": right[:, 1] - left[:, 1],
-         "d_k": d[rows, k], "d_k1": d[rows, k + 1]}
-    s = b["s"] = b["h"] / b["w"]
-    delta = b["delta"] = b["d_k1"] + b["d_k"] - 2 * s
+    (x_k, y_k), (x_k1, y_k1) = knots[rows, :, k].T, knots[rows, :, k + 1].T
+    w, h, d_k, d_k1 = x_k1 - x_k, y_k1 - y_k, d[rows, k], d[rows, k + 1]
+    s = h / w
     if inverse:
-        dy = v - b["y_k"]
-        qa, qb, qc = b["h"] * (s - b["d_k"]) + dy * delta, b["h"] * b["d_k"] - dy * delta, -s * dy
-        xi = np.clip(2 * qc / (-qb - np.sqrt(np.maximum(qb ** 2 - 4 * qa * qc, 0.0))), 0.0, 1.0)
+        xi, xi1 = solve_xi(v - y_k, y_k1 - v, s, d_k, d_k1)
     else:
-        xi = (v - b["x_k"]) / b["w"]
-    t = xi * (1 - xi)
-    b["xi"], b["t"], b["N"], b["D"] = xi, t, s * xi ** 2 + b["d_k"] * t, s + delta * t
-    b["M"] = b["d_k1"] * xi ** 2 + 2 * s * t + b["d_k"] * (1 - xi) ** 2
-    b["L"] = 2 * np.log(s) + np.log(b["M"]) - 2 * np.log(b["D"])
-    return b
+        xi, xi1 = (v - x_k) / w, (x_k1 - v) / w
+    t = xi * xi1
+    return Bin(k, inside, x_k, y_k, w, h, s, d_k, d_k1, xi, xi1, numer=s * xi ** 2 + d_k * t,
+               denom=s * (xi ** 2 + xi1 ** 2) + (d_k + d_k1) * t, slope_numer=d_k1 * xi ** 2 + 2 * s * t + d_k * xi1 ** 2)
 
 
-# What the backward pass needs from the forward one, kept in rows of the primitive's output:
-# an autograd primitive returns one array, and this spares the backward pass the whole forward
-# computation again (about a third of a spline layer's training cost). The role of PyTorch's
-# ctx.save_for_backward.
-SAVED = ("k", "inside", "w", "h", "s", "xi", "t", "N", "D", "M", "delta", "d_k", "d_k1")
+def solve_xi(dy, dy1, s, d_k, d_k1):
+    """(xi, 1 - xi) with y_k + h numer / denom = y, given dy = y - y_k >= 0 and dy1 = y_k1 - y >= 0.
+
+    Multiplied out, the bin's equation is the quadratic a xi^2 + b xi + c = 0 of spline.py, whose
+    coefficients and discriminant, in terms of e = d_k dy1 - d_k1 dy, are
+        b = e + 2 s dy,   c = -s dy,   b^2 - 4ac = e^2 + 4 s^2 dy dy1.
+    With r = sqrt(b^2 - 4ac) and q = e + r the root in [0, 1] is
+        xi = 2 s dy / (q + 2 s dy),   1 - xi = q / (q + 2 s dy),
+    and q = e + r is a sum of non-negative terms when e >= 0 and equals 4 s^2 dy dy1 / (r - e)
+    when e < 0: nothing cancels anywhere, so xi and 1 - xi are each accurate to a few ulps
+    relative, even a hair from a knot whose derivative is far below the bin's slope s (where the
+    textbook -b - r loses every digit)."""
+    e = d_k * dy1 - d_k1 * dy
+    r = np.sqrt(e ** 2 + 4 * s ** 2 * dy * dy1)
+    q = np.where(e >= 0, e + r, 4 * s ** 2 * dy * dy1 / np.where(e >= 0, 1.0, r - e))
+    total = q + 2 * s * dy                          # > 0: dy and dy1 are never both 0 (h > 0)
+    return 2 * s * dy / total, q / total
+
+
+def log_slope(b):
+    """log g' in the bin: 2 log s + log slope_numer - 2 log denom."""
+    return 2 * np.log(b.s) + np.log(b.slope_numer) - 2 * np.log(b.denom)
 
 
 @primitive
 def rq_stacked(v, theta, bound, inverse):
-    """(2 + len(SAVED) + 2K, N, D): out, log_det, then the SAVED rows and the softmaxes p."""
-    b = bins(v, theta, bound, inverse)
-    if inverse:
-        out, log_det = b["x_k"] + b["w"] * b["xi"], -b["L"]
+    """(2 + 14 + 2K, N, D): out and log_det, then the Bin rows and the softmaxes p, saved for the
+    backward pass (an autograd primitive returns one array: the role of PyTorch's save_for_backward)."""
+    knots, d, p = knot_rows(theta_rows(theta, v.shape), bound)
+    b = find_bins(v.ravel(), knots, d, bound, inverse)
+    if inverse:         # x from the nearer end of the bin: x_k + w xi or x_k1 - w (1 - xi)
+        out, log_det = np.where(b.xi <= 0.5, b.x_k + b.w * b.xi, (b.x_k + b.w) - b.w * b.xi1), -log_slope(b)
     else:
-        out, log_det = b["y_k"] + b["h"] * b["N"] / b["D"], b["L"]
-    inside = b["inside"]
-    rows = [np.where(inside, out, v.ravel()), np.where(inside, log_det, 0.0)] + [b[name] for name in SAVED]
-    p = b["p"].reshape(len(inside), -1).T
-    return np.concatenate([np.stack(rows), p]).reshape((-1,) + v.shape)
-
-
-def saved(ans, theta, bound):
-    """The dict bins() returned, read back from the rows of the primitive's output."""
-    rows = ans.reshape(len(ans), -1)
-    b = dict(zip(SAVED, rows[2:2 + len(SAVED)]))
-    b["k"], b["inside"] = b["k"].astype(int), b["inside"].astype(bool)
-    num_bins = (theta.shape[-1] + 1) // 3
-    b["p"] = rows[2 + len(SAVED):].T.reshape(-1, 2, num_bins)
-    b["C"] = cumulative_matrix(num_bins, bound)
-    b["rows"] = np.arange(rows.shape[1])
-    b["theta"] = theta_rows(theta, ans.shape[1:])
-    return b
+        out, log_det = b.y_k + b.h * b.numer / b.denom, log_slope(b)
+    rows = [np.where(b.inside, out, v.ravel()), np.where(b.inside, log_det, 0.0), *b]
+    return np.concatenate([np.stack(rows), p.reshape(len(b.k), -1).T]).reshape((-1,) + v.shape)
 
 
 def rational_quadratic(v, theta, bound, inverse):
-    out_log_det_and_saved = rq_stacked(v, theta, bound, inverse)
-    return out_log_det_and_saved[0], out_log_det_and_saved[1]
+    if isbox(theta):                # training: the spline cannot shape what lies outside its bound
+        outside = share_outside(getval(v), bound)
+        if outside > 0.01:
+            warnings.warn(f"more than 1% of a training batch lies outside a spline's bound [-{bound:g}, "
+                          f"{bound:g}], where the spline is the identity: choose bound= to cover the data "
+                          f"(or standardise the data)", UserWarning, stacklevel=3)
+    stacked = rq_stacked(v, theta, bound, inverse)
+    return stacked[0], stacked[1]
+
+
+def share_outside(v, bound):
+    """The share of entries of v outside [-bound, bound]."""
+    return np.count_nonzero(np.abs(v) > bound) / v.size
+
+
+def saved_bins(stacked, num_bins):
+    """The Bin and the softmaxes p (M, 2, K) back from the rows of the primitive's output."""
+    rows = stacked.reshape(len(stacked), -1)
+    fields = list(rows[2:2 + len(Bin._fields)])
+    fields[0], fields[1] = fields[0].astype(int), fields[1].astype(bool)
+    return Bin(*fields), rows[2 + len(Bin._fields):].T.reshape(-1, 2, num_bins)
 
 
 def partials(b):
-    """dy/d(xi, s, d_k, d_k1, h) and dL/d(xi, s, d_k, d_k1), in bin coordinates."""
-    xi, s, t, N, D, M, h, delta = b["xi"], b["s"], b["t"], b["N"], b["D"], b["M"], b["h"], b["delta"]
-    y = {"xi": h * ((2 * s * xi + b["d_k"] * (1 - 2 * xi)) * D - N * delta * (1 - 2 * xi)) / D ** 2,
-         "s": h * (xi ** 2 * D - N * (1 - 2 * t)) / D ** 2,
-         "d_k": h * t * (D - N) / D ** 2, "d_k1": -h * N * t / D ** 2, "h": N / D}
-    L = {"xi": 2 * (b["d_k1"] * xi + s * (1 - 2 * xi) - b["d_k"] * (1 - xi)) / M - 2 * delta * (1 - 2 * xi) / D,
-         "s": 2 / s + 2 * t / M - 2 * (1 - 2 * t) / D,
-         "d_k": (1 - xi) ** 2 / M - 2 * t / D, "d_k1": xi ** 2 / M - 2 * t / D}
-    return y, L
+    """dy/d(xi, s, d_k, d_k1, h) and d(log g')/d(xi, s, d_k, d_k1), in bin coordinates."""
+    xi, xi1, s, t, numer, denom, slope_numer = b.xi, b.xi1, b.s, b.xi * b.xi1, b.numer, b.denom, b.slope_numer
+    delta = b.d_k + b.d_k1 - 2 * s                   # denom = s + delta t, differentiated
+    y = {"xi": b.h * s * slope_numer / denom ** 2,
+         "s": b.h * (xi ** 2 * denom - numer * (1 - 2 * t)) / denom ** 2,
+         "d_k": b.h * t * (denom - numer) / denom ** 2, "d_k1": -b.h * numer * t / denom ** 2, "h": numer / denom}
+    log_g = {"xi": 2 * (b.d_k1 * xi + s * (xi1 - xi) - b.d_k * xi1) / slope_numer - 2 * delta * (xi1 - xi) / denom,
+             "s": 2 / s + 2 * t / slope_numer - 2 * (1 - 2 * t) / denom,
+             "d_k": xi1 ** 2 / slope_numer - 2 * t / denom, "d_k1": xi ** 2 / slope_numer - 2 * t / denom}
+    return y, log_g
 
 
-def theta_gradient(b, g_x_k, g_x_k1, g_y_k, g_y_k1, g_d_k, g_d_k1):
-    """From the gradients on each row's bin ends back to theta's rows (M, 3K - 1)."""
-    rows, k, p, C = b["rows"], b["k"], b["p"], b["C"]
-    num_bins = p.shape[2]
-    g_knots = np.zeros((len(rows), 2, num_bins + 1))                # x_k, y_k
-    g_knots[rows, :, k] = np.stack([g_x_k, g_y_k], axis=1)
-    g_knots[rows, :, k + 1] += np.stack([g_x_k1, g_y_k1], axis=1)  # distinct rows: no repeated index
-    g_knots[:, :, -1] = 0.0                                         # the pinned end is a constant
-    g_p = (g_knots.reshape(-1, num_bins + 1) @ C.T).reshape(p.shape)
+def forward_bin_vjp(b, g_y, g_log_det):
+    """Gradients of y = g(x) and log g'(x) on (x, and the bin's x_k, w, y_k, h, s, d_k, d_k1)."""
+    y, log_g = partials(b)
+    g_xi = g_y * y["xi"] + g_log_det * log_g["xi"]
+    return {"v": g_xi / b.w, "x_k": -g_xi / b.w, "w": -g_xi * b.xi / b.w, "y_k": g_y, "h": g_y * y["h"],
+            "s": g_y * y["s"] + g_log_det * log_g["s"],
+            "d_k": g_y * y["d_k"] + g_log_det * log_g["d_k"], "d_k1": g_y * y["d_k1"] + g_log_det * log_g["d_k1"]}
+
+
+def inverse_bin_vjp(b, g_x, g_log_det):
+    """Gradients of x = x_k + w xi and -log g'(x), xi implicit in y = g(x), on (y, and the bin's ...)."""
+    y, log_g = partials(b)
+    g_v = (g_x * b.w - g_log_det * log_g["xi"]) / y["xi"]             # dxi/dy = 1 / y_xi
+    return {"v": g_v, "x_k": g_x, "w": g_x * b.xi, "y_k": -g_v, "h": -g_v * y["h"],
+            "s": -g_v * y["s"] - g_log_det * log_g["s"],
+            "d_k": -g_v * y["d_k"] - g_log_det * log_g["d_k"], "d_k1": -g_v * y["d_k1"] - g_log_det * log_g["d_k1"]}
+
+
+def theta_vjp(b, p, g, theta, bound):
+    """From the gradients on each row's bin (a dict from the two functions above) to theta's rows
+    (M, 3K - 1): s = h / w, then w = x_k1 - x_k and h = y_k1 - y_k onto the two knots, then the
+    cumulative sum, the softmax and the softplus."""
+    num_bins, rows, k = p.shape[2], np.arange(len(b.k)), b.k
+    g_h, g_w = g["h"] + g["s"] / b.w, g["w"] - g["s"] * b.s / b.w            # s = h / w
+    g_knots = np.zeros((len(rows), 2, num_bins + 1))                         # (x, y) of every knot
+    g_knots[rows, :, k] = np.stack([g["x_k"] - g_w, g["y_k"] - g_h], axis=1)
+    g_knots[rows, :, k + 1] += np.stack([g_w, g_h], axis=1)                  # distinct rows: no repeated index
+    g_knots[:, :, -1] = 0.0                                                  # the pinned end is a constant
+    g_p = (g_knots.reshape(-1, num_bins + 1) @ cumulative_matrix(num_bins, bound).T).reshape(p.shape)
     g_logits = p * (g_p - ((p * g_p).reshape(-1, num_bins) @ np.ones(num_bins)).reshape(-1, 2, 1))   # softmax
     g_d = np.zeros((len(rows), num_bins + 1))
-    g_d[rows, k] = g_d_k
-    g_d[rows, k + 1] += g_d_k1
-    sigmoid = 0.5 * (1 + np.tanh((b["theta"][:, 2 * num_bins:] + SHIFT) / 2))   # softplus', no overflow
+    g_d[rows, k] = g["d_k"]
+    g_d[rows, k + 1] += g["d_k1"]
+    sigmoid = 0.5 * (1 + np.tanh((theta[:, 2 * num_bins:] + SHIFT) / 2))      # softplus', no overflow
     return np.concatenate([g_logits.reshape(len(rows), -1), g_d[:, 1:-1] * sigmoid], axis=1)
 
 
-def rq_vjp(argnums, ans, args, kwargs):
+def rq_vjp(argnums, stacked, args, kwargs):
     v, theta, bound, inverse = args
+    num_bins = (theta.shape[-1] + 1) // 3
 
     def vjp(g):
-        b = saved(ans, theta, bound)
-        y, L = partials(b)
-        inside = b["inside"]
-        g_out, g_log_det = g[0].ravel() * inside, g[1].ravel() * inside
-        if inverse:                  # x = x_k + w xi, log_det = -L, xi implicit in y = g(x)
-            g_v = (g_out * b["w"] - g_log_det * L["xi"]) / y["xi"]          # dxi/dy = 1 / y_xi
-            g_s, g_h, g_yk = -g_v * y["s"] - g_log_det * L["s"], -g_v * y["h"], -g_v
-            g_dk, g_dk1 = -g_v * y["d_k"] - g_log_det * L["d_k"], -g_v * y["d_k1"] - g_log_det * L["d_k1"]
-            g_w, g_xk = g_out * b["xi"], g_out
-        else:                        # y = y_k + h N/D, log_det = L, xi = (x - x_k)/w
-            g_xi = g_out * y["xi"] + g_log_det * L["xi"]
-            g_v = g_xi / b["w"]
-            g_s, g_h, g_yk = g_out * y["s"] + g_log_det * L["s"], g_out * y["h"], g_out
-            g_dk, g_dk1 = g_out * y["d_k"] + g_log_det * L["d_k"], g_out * y["d_k1"] + g_log_det * L["d_k1"]
-            g_w, g_xk = -g_xi * b["xi"] / b["w"], -g_xi / b["w"]
-        grads = {0: lambda: (g_v + g[0].ravel() * ~inside).reshape(v.shape)}    # tails: the identity
-        if 1 in argnums:
-            g_h = g_h + g_s / b["w"]                               # s = h / w
-            g_w = g_w - g_s * b["s"] / b["w"]
-            g_rows = theta_gradient(b, g_xk - g_w, g_w, g_yk - g_h, g_h, g_dk, g_dk1)
-            # w = x_{k+1} - x_k, h = y_{k+1} - y_k; then sum over the batch where theta was broadcast
-            grads[1] = lambda: g_rows.reshape(v.shape + theta.shape[-1:]).reshape((-1,) + theta.shape).sum(axis=0)
-        return [grads[i]() for i in argnums]
+        b, p = saved_bins(stacked, num_bins)
+        g_out, g_log_det = g[0].ravel() * b.inside, g[1].ravel() * b.inside
+        bin_vjp = inverse_bin_vjp if inverse else forward_bin_vjp
+        g_bin = bin_vjp(b, g_out, g_log_det)
+        grads = []
+        for argnum in argnums:
+            if argnum == 0:                                                  # outside [-B, B]: the identity
+                grads.append((g_bin["v"] + g[0].ravel() * ~b.inside).reshape(v.shape))
+            else:                                                            # summed where theta was broadcast
+                g_rows = theta_vjp(b, p, g_bin, theta_rows(theta, v.shape), bound)
+                grads.append(g_rows.reshape(v.shape + theta.shape[-1:]).reshape((-1,) + theta.shape).sum(axis=0))
+        return grads
     return vjp
 
 

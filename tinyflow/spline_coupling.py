@@ -28,21 +28,16 @@ from .columns import concat_columns, merge_columns, take_columns
 from .mlp import mlp, mlp_init
 from .spline import check_num_bins
 from .spline_backprop import rational_quadratic
-from .validate import check_context, check_context_dim, check_dim, check_hidden, check_points, check_positive, given
+from .validate import (check_activation, check_context, check_context_dim, check_dim, check_hidden, check_mask,
+                       check_points, check_positive, given)
 
 
 class SplineCoupling:
     """mask: sequence of 0/1 of length D with at least one of each; hidden: MLP widths;
     num_bins K and bound B of the spline; activation "tanh" or "relu" and context_dim, as AffineCoupling."""
 
-    def __init__(self, mask, hidden=(64, 64), num_bins=8, bound=3.0, activation="tanh", context_dim=None):
-        mask = np.asarray(mask)
-        if mask.ndim != 1 or not np.all((mask == 0) | (mask == 1)) or mask.all() or not mask.any():
-            raise ValueError(f"mask must be a 1D sequence of 0s (changed) and 1s (kept) with at least "
-                             f"one of each, got {mask.tolist()}")
-        if activation not in ("tanh", "relu"):
-            raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
-        self.mask, self.hidden, self.activation = mask.astype(int), check_hidden(hidden), activation
+    def __init__(self, mask, hidden=(64, 64), num_bins=8, bound=3.0, activation="tanh", context_dim=0):
+        self.mask, self.hidden, self.activation = check_mask(mask), check_hidden(hidden), check_activation(activation)
         self.num_bins, self.bound = check_num_bins(num_bins), check_positive(bound, "bound")
         self.context_dim = check_context_dim(context_dim)
         self.index_a = np.flatnonzero(self.mask == 1)              # kept coordinates
@@ -51,7 +46,7 @@ class SplineCoupling:
     def init(self, rng, dim):
         if check_dim(dim) != len(self.mask):
             raise ValueError(f"mask has length {len(self.mask)} but the flow has dim {dim}")
-        return mlp_init(rng, [len(self.index_a) + (self.context_dim or 0), *self.hidden, len(self.index_b) * (3 * self.num_bins - 1)])
+        return mlp_init(rng, [len(self.index_a) + self.context_dim, *self.hidden, len(self.index_b) * (3 * self.num_bins - 1)])
 
     def theta(self, params, x_a, context=None):
         """The conditioner: x_a (N, n_a) [and context (N, C)] -> theta (N, n_b, 3K - 1), one spline

@@ -13,6 +13,7 @@ fit adds what a training run needs around that update: a step-size schedule step
 (warm-up, cosine or linear decay), gradient-norm clipping, skipping non-finite steps, a
 callback for snapshots, early stopping on a validation set, and a progress line.
 """
+import inspect
 import time
 
 import autograd.numpy as np
@@ -22,7 +23,7 @@ from autograd import value_and_grad
 from . import memory, threads
 from .leaves import flatten_params, leaf_index, leaves
 from .progress import Progress, interactive
-from .validate import check_count, check_non_negative, check_points, check_positive, check_rng
+from .validate import NonFiniteError, check_count, check_non_negative, check_points, check_positive, check_rng
 
 
 def forward_kl(flow):
@@ -99,12 +100,29 @@ def flat_loss_and_grad(loss, params):
     return theta, unflatten, value_and_grad(lambda theta, batch: loss(leaves(theta, index), batch))
 
 
+def check_callback(callback):
+    """A callback must be callable as callback(step, params, loss); say so before training starts."""
+    if callback is None:
+        return
+    if not callable(callback):
+        raise TypeError(f"callback must be a function callback(step, params, loss), got {type(callback).__name__}")
+    try:
+        inspect.signature(callback).bind(1, {}, 0.0)
+    except TypeError as error:
+        raise TypeError(f"callback must take three arguments, callback(step, params, loss): {error}") from None
+    except ValueError:                                 # no signature to read (a builtin): trust it
+        pass
+
+
 def _batches(data, rng, batch_size):
     """Endless batches: fresh draws from a sampler data(rng, n), or shuffled epochs of an array
     (or of a tuple of arrays with one row per example, such as (x, context) pairs, kept together)."""
     if callable(data):
         while True:
             yield data(rng, batch_size)
+    if isinstance(data, list) and data and all(onp.ndim(a) == 2 for a in data) and len({onp.shape(a) for a in data}) > 1:
+        raise TypeError(f"data is a list of {len(data)} arrays of shapes {[onp.shape(a) for a in data]}: to train "
+                        f"on pairs such as (x, context), pass them as a tuple (x, c)")
     arrays = (tuple(check_points(a, name=f"data[{i}]") for i, a in enumerate(data)) if isinstance(data, tuple)
               else (check_points(data, name="data"),))
     if len({len(a) for a in arrays}) != 1:
@@ -176,7 +194,8 @@ def fit(loss, params, data, rng, num_steps, batch_size, step_size=1e-3, schedule
     callback(step, params, loss): called after every step, step = 1 .. num_steps counting the
         steps taken so far, params the parameters after them, loss the batch loss of that step
         (NaN if it was skipped): for snapshots and curves.
-    A step whose loss or gradient is not finite is skipped and counted; after `max_skips`
+    A step whose loss or gradient is not finite (or in which a layer overflowed, NonFiniteError)
+    is skipped and counted; after `max_skips`
     consecutive skips training stops and returns the last good parameters.
     validation: held-out data; every `eval_every` steps loss(params, validation) is recorded; with
         restore_best the parameters with the lowest validation loss are returned, and with
@@ -194,8 +213,12 @@ def fit(loss, params, data, rng, num_steps, batch_size, step_size=1e-3, schedule
     weight_decay = check_non_negative(weight_decay, "weight_decay")
     if clip_norm is not None:
         clip_norm = check_positive(clip_norm, "clip_norm")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be a function callback(step, params, loss), got {type(callback).__name__}")
+    eval_every, max_skips = check_count(eval_every, "eval_every"), check_count(max_skips, "max_skips")
+    if patience is not None:
+        patience = check_count(patience, "patience")
+    if print_every is not None:
+        print_every = check_count(print_every, "print_every")
+    check_callback(callback)
     theta, unflatten, loss_and_grad = flat_loss_and_grad(loss, params)
     if not onp.all(onp.isfinite(theta)):
         raise ValueError("fit needs finite initial parameters")
@@ -207,7 +230,10 @@ def fit(loss, params, data, rng, num_steps, batch_size, step_size=1e-3, schedule
     batches = _batches(data, rng, batch_size)
     start = time.perf_counter()
     for step in range(num_steps):
-        value, g = loss_and_grad(theta, next(batches))
+        try:
+            value, g = loss_and_grad(theta, next(batches))
+        except NonFiniteError:                         # an overflow inside a layer: a non-finite loss
+            value, g = onp.nan, None
         if not (onp.isfinite(value) and onp.all(onp.isfinite(g))):
             history["skipped"] += 1
             run += 1

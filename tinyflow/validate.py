@@ -11,6 +11,11 @@ import numpy as onp
 from autograd.tracer import getval, isbox
 
 
+class NonFiniteError(ValueError):
+    """A layer turned finite points into NaN or inf: an overflow inside it, not bad input.
+    fit counts a training step that meets one as skipped, like a non-finite loss."""
+
+
 def check_points(x, dim=None, name="x"):
     """Return `x` as a float64 array of shape (N, D), or raise a clear error.
 
@@ -37,13 +42,18 @@ def check_points(x, dim=None, name="x"):
     return x
 
 
+def check_int(value, name, minimum=1):
+    """Return `value` as an int >= minimum (numpy integers too; not a bool, a float or a string), or raise."""
+    if isinstance(value, bool) or not isinstance(value, (int, onp.integer)):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
 def check_dim(dim, name="dim"):
-    """Return `dim` as an int >= 1, or raise."""
-    if isinstance(dim, bool) or not isinstance(dim, (int, onp.integer)):
-        raise TypeError(f"{name} must be an int >= 1, got {type(dim).__name__}")
-    if dim < 1:
-        raise ValueError(f"{name} must be >= 1, got {dim}")
-    return int(dim)
+    """A dimension: an int >= 1."""
+    return check_int(dim, name)
 
 
 def check_hidden(hidden):
@@ -84,31 +94,45 @@ def check_rng(rng):
 
 
 def check_count(n, name="n"):
-    """Return a sample count as an int >= 1, or raise."""
-    if isinstance(n, bool) or not isinstance(n, (int, onp.integer)):
-        raise TypeError(f"{name} must be an int >= 1, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"{name} must be >= 1, got {n}")
-    return int(n)
+    """A count (of samples, steps, bins): an int >= 1."""
+    return check_int(n, name)
 
 
 def check_context_dim(context_dim):
-    """Return a conditional layer's context size C as an int >= 1, or None for an unconditional layer."""
-    return None if context_dim is None else check_dim(context_dim, "context_dim")
+    """Return a layer's context size C as an int >= 0; 0 (the default) is an unconditional layer."""
+    return check_int(context_dim, "context_dim", minimum=0)
+
+
+def check_mask(mask):
+    """Return a coupling mask as a 1D int array of 0s (changed) and 1s (kept) with at least one of
+    each (all 1s would be the identity, all 0s not invertible), or raise."""
+    mask = onp.asarray(mask)
+    if mask.ndim != 1 or not onp.all((mask == 0) | (mask == 1)) or mask.all() or not mask.any():
+        raise ValueError(f"mask must be a 1D sequence of 0s (changed) and 1s (kept) with at least one of "
+                         f"each, got {mask.tolist()}")
+    return mask.astype(int)
+
+
+def check_activation(activation):
+    if activation not in ("tanh", "relu"):
+        raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
+    return activation
 
 
 def check_context(context, context_dim, n, layer):
-    """The context a layer was called with, as an (n, C) float64 array (None for an unconditional
-    layer), or an error saying which of the three mistakes it is: a context the layer has no use
+    """The context a layer was called with, as an (n, C) float64 array ((n,) is read as (n, 1) when
+    C = 1), None for an unconditional layer, or an error saying which of the three mistakes it is: a context the layer has no use
     for, a missing context, or a context of the wrong shape."""
     name = type(layer).__name__
-    if context_dim is None:
+    if context_dim == 0:
         if context is not None:
             raise ValueError(f"this {name} takes no context: build it with context_dim=C to condition it on one")
         return None
     if context is None:
         raise ValueError(f"this {name} was built with context_dim={context_dim}: pass a context of shape "
                          f"(N, {context_dim}), one row per point")
+    if context_dim == 1 and onp.ndim(getval(context)) == 1:
+        context = context[:, None] if isbox(context) else onp.asarray(context)[:, None]   # (N,): one value per point
     context = check_points(context, context_dim, "context")
     if getval(context).shape[0] != n:
         raise ValueError(f"context must have one row per point, shape ({n}, {context_dim}), "
