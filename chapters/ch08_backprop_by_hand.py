@@ -598,7 +598,7 @@ ax_ms.legend(fontsize=8)
 fig.suptitle(f"timed on {here['cpu']}, {here['cores']} cores, numpy {here['numpy']}, "
              f"load average {here['load_average_1min']:.1f}")
 fig.tight_layout()
-savefig(fig, "ch08_step_cost.png", args.figures_dir)
+savefig(fig, "ch08_step_cost.png", args.figures_dir, measured=True)
 print(f"chapter ran in {time.perf_counter() - start:.1f} s")
 
 # %% [markdown]

@@ -10,7 +10,7 @@ import pytest
 
 from chapter_runner import NUMBER, claim_lines, numbers, run_chapter
 
-FIGURES = ["ch12_data.png", "ch12_training.png", "ch12_samples.png", "ch12_conditional.png", "ch12_iaf_vs_maf.png"]
+FIGURES = ["ch12_data.png", "ch12_training.png", "ch12_samples.png", "ch12_conditional.png", "this_machine/ch12_iaf_vs_maf.png"]
 FLOWS = ["MAF, affine", "MAF, spline", "RealNVP"]
 BASELINES = ["uniform over 17 levels", "independent pixels"] + [
     f"{model}, {space}" for space in ["pixels", "logit"]

@@ -4,6 +4,11 @@ Figures are written to --figures-dir when given (the tests use a temporary direc
 never overwrite the committed figures). Otherwise a chapter run as a script writes to
 <repository>/figures, wherever it is run from, and a chapter run as a notebook writes to
 figures/ in the notebook's working directory and shows each figure in the notebook.
+
+A figure of this machine's timings (savefig(..., measured=True)) goes to a this_machine/
+subdirectory instead, which git ignores: timings differ on every run, so a student's run must not
+show the committed figures as modified. The committed copy, from the machine the chapter was
+written on, sits in figures/ itself.
 """
 import argparse
 from pathlib import Path
@@ -42,11 +47,13 @@ def figures_dir(path=None):
     return directory
 
 
-def savefig(fig, name, directory):
-    """Save `fig` as directory/name (PNG), show it if in Jupyter, close it, and print where it went.
-    Closing it keeps the notebook from showing it a second time at the end of the cell; returning
-    nothing keeps a cell that ends here from also echoing the path."""
-    path = Path(directory) / name
+def savefig(fig, name, directory, measured=False):
+    """Save `fig` as directory/name (PNG; directory/this_machine/name if `measured`, a plot of this
+    run's timings), show it if in Jupyter, close it, and print where it went. Closing it keeps the
+    notebook from showing it a second time at the end of the cell; returning nothing keeps a cell
+    that ends here from also echoing the path."""
+    path = Path(directory) / ("this_machine" if measured else "") / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     if in_jupyter():
         from IPython.display import display   # already loaded by the kernel
