@@ -419,16 +419,16 @@ savefig(fig, "ch12_training.png", args.figures_dir)
 # %% [markdown]
 # **Reading the numbers.** On the test images the spline MAF reaches at most 1.981 bits/dim, the
 # affine MAF at most 2.14 and RealNVP at most 2.172. The spline MAF beats the best baseline, the
-# logit-space mixture, by at least 0.22 bits/dim, dozens of standard errors of that paired
-# difference (printed above). All three flows beat every baseline, and the pixel-space reference
+# logit-space mixture, by at least 0.22 bits/dim, many standard errors of that paired difference
+# (printed above). All three flows beat every baseline, and the pixel-space reference
 # numbers above, the 2.75 of a 10-component mixture included, by more than half a bit per pixel.
 #
 # Why does the spline win? Look at one background pixel: it is 0 in almost every image, so $w$ is
-# uniform on $[0, 1)$, and in $y$-space that is a density with a hard edge at $\operatorname{logit}(\alpha)$. An
-# affine layer can only shift and scale what the layers before it made; a smooth bijection of a
-# Gaussian approaches an edge only slowly (chapter 5 met the same problem at $a = 1$ and $a = 2$).
-# A spline bends each pixel's map freely within $[-B, B]$, so two spline layers do more here than
-# five affine ones.
+# uniform on $[0, 1)$, and in $y$-space that is a density with a hard edge at
+# $\operatorname{logit}(\alpha)$. An affine layer can only shift and scale what the layers before
+# it made; a smooth bijection of a Gaussian approaches an edge only slowly (chapter 5 met the
+# same problem at $a = 1$ and $a = 2$). A spline bends each pixel's map freely within $[-B, B]$,
+# so two spline layers do more here than five affine ones.
 #
 # Each flow still scores its training images better than new ones (printed above, "below test").
 # That gap is the overfitting that fresh noise, weight decay and early stopping hold in check;
@@ -510,10 +510,10 @@ claim.frequency("MAF, spline: no sample closer to a training image than the clos
 # The samples are mostly recognisable digits, with the flows' typical faults: stray grey pixels
 # in the background and broken strokes. None is a copy: the median distance from a spline-MAF
 # sample to its nearest training image is at least 1.33 times that of a real test image, and on
-# 20 of 20 runs no sample came closer to a training image than the closest test image does. The samples are
-# *less* like the training images than new digits are, which says the models are still too
-# smooth, not that they memorise. With early stopping on validation, memorising would show up as
-# a rising validation curve long before it showed up here.
+# 20 of 20 runs no sample came closer to a training image than the closest test image does. The
+# samples are *less* like the training images than new digits are, which says the models are
+# still too smooth, not that they memorise. With early stopping on validation, memorising would
+# show up as a rising validation curve long before it showed up here.
 #
 # ## 7. A class-conditional flow, and a classifier for free
 #
@@ -655,8 +655,9 @@ savefig(fig, "ch12_iaf_vs_maf.png", args.figures_dir, measured=True)
 # * One-hot labels as context give a class-conditional flow; $\arg\max_c p(x \mid c)$ classifies
 #   at least 95.1% of the test digits correctly, and the mixture over labels beats the
 #   unconditional flow trained with the same recipe.
-# * At $D = 64$ the slow direction of an autoregressive flow costs tens of times the fast one:
-#   MAF for density estimation, IAF for sampling.
+# * At $D = 64$ the slow direction of an autoregressive flow takes 64 network passes per layer
+#   where the fast one takes one: MAF for density estimation, IAF for sampling
+#   (`python -m tinyflow.benchmark` measures what that costs on your machine).
 #
 # ## Exercises
 #
@@ -665,7 +666,8 @@ savefig(fig, "ch12_iaf_vs_maf.png", args.figures_dir, measured=True)
 # 2. Replace the fresh noise by one fixed dequantised copy of the training images (pass the array
 #    to `fit` instead of the sampler). How much does test bits/dim get worse, and why?
 # 3. Set $\alpha = 0.05$ and $\alpha = 10^{-4}$ (for the spline, keep $B$ above
-#    $\operatorname{logit}(1 - \alpha)$). Refit the logit-space Gaussian and one flow. Which changes more?
+#    $\operatorname{logit}(1 - \alpha)$). Refit the logit-space Gaussian and one flow. Which
+#    changes more?
 # 4. Show that the independent-pixel histogram's dequantised NLL equals its discrete NLL exactly,
 #    and that for any other density the dequantised NLL is at least the discrete one.
 # 5. Draw samples at temperature $T < 1$ (scale the base noise by $T$, then `flow.forward`). Do
@@ -687,10 +689,11 @@ savefig(fig, "ch12_iaf_vs_maf.png", args.figures_dir, measured=True)
 #
 # Tuning runs behind the recipes, all scored on validation. The weight decay (seed 0): the affine
 # MAF reached 2.13 validation bits/dim with a decay of 1e-4, 2.11 with 1 and 2.30 with 10. With
-# little decay the overfitting shows: a 2000-step run of the affine MAF with a decay of 1e-4 and a peak step
-# size of 3e-3 was best at step 400 (2.17) and had risen to 2.34 by step 2000. scikit-learn's
-# `GaussianMixture`, tried once on the same split with a noise draw of its own, gave 3.37 with 10
-# full covariances and its default ridge of 1e-6, and 2.82 with 10 diagonal ones. The step counts
+# little decay the overfitting shows: a 2000-step run of the affine MAF with a decay of 1e-4 and a
+# peak step size of 3e-3 was best at step 400 (2.17) and had risen to 2.34 by step 2000.
+# scikit-learn's `GaussianMixture`, tried once on the same split with a noise draw of its own,
+# gave 3.37 with 10 full covariances and its default ridge of 1e-6, and 2.82 with 10 diagonal
+# ones. The step counts
 # were cut for time in issue 17 (seeds 0-1, test bits/dim): RealNVP gave the same with 600 steps
 # as with 1000 (2.152-2.162), the affine MAF lost about 0.004 with 800, the spline MAF about 0.008
 # with 700 instead of 800, and the conditional flow's mixture about 0.01 with 800, its accuracy
