@@ -257,8 +257,12 @@ claim.frequency(f"{IAF_STEPS} IAF steps: a KL gap below K=2's and above K=8's",
                 gaps["K=2"] > gaps["IAF"] > gaps["K=8"], runs=20, of=20)
 claim.bound("the largest shortfall of L_k from log p(x) among the five q",
             max(np.mean(log_px - row["iwae"]) for row in table.values()), at_most=0.22, fmt=".3f")
-order_ok = all(np.mean(row["elbo"]) <= np.mean(row["iwae"]) <= log_px.mean() for row in table.values())
-print(f"ELBO <= L_{K_IWAE} <= log p(x) (means over test images) for every family: {order_ok}")
+jensen = all(np.all(row["elbo"] <= row["iwae"] + 1e-12) for row in table.values())     # same draws: always
+excess = {kind: (row["iwae"] - log_px).mean() / ((row["iwae"] - log_px).std(ddof=1) / np.sqrt(len(log_px)))
+          for kind, row in table.items()}      # E L_k <= log p(x); the mean of 364 images may sit a little above
+print(f"ELBO <= L_{K_IWAE} on every test image, for every family (Jensen, the same draws): {jensen}")
+print(f"mean L_{K_IWAE} - log p(x) in standard errors (at most 0 on average; above 3.6 for one of the five "
+      f"under 1 run in 1000): " + ", ".join(f"{kind} {z:+.1f}" for kind, z in excess.items()))
 
 fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.2), constrained_layout=True)
 where = np.arange(len(FAMILIES))

@@ -52,13 +52,19 @@ def test_quadrature_agrees_with_a_grid_half_as_fine(run):
 
 
 def test_bounds_are_ordered_for_every_family(run):
-    """ELBO <= L_k per image by Jensen (so in the mean exactly); E L_k <= log p(x), here within noise."""
-    for family, (neg_elbo, neg_iwae, neg_log_px, kl_gap, l_gap, _) in table(run[0]).items():
+    """ELBO <= L_k on every image by Jensen (the same draws), so in the mean too; E L_k <= log p(x) only in
+    expectation: after --quick's 30 steps q is close to the prior and to the posterior, L_k sits within noise of
+    log p(x), and its mean may land a little above it. So that side is checked in standard errors."""
+    stdout = run[0]
+    for family, (neg_elbo, neg_iwae, neg_log_px, kl_gap, l_gap, _) in table(stdout).items():
         assert neg_elbo >= neg_iwae, family
         assert neg_iwae >= neg_log_px - 0.01, family
         assert kl_gap == pytest.approx(neg_elbo - neg_log_px, abs=2e-3), family
         assert kl_gap >= -0.01 and l_gap >= -0.01, family
-    assert re.search(r"ELBO <= L_\d+ <= log p\(x\) \(means over test images\) for every family: True", run[0])
+    assert re.search(r"ELBO <= L_\d+ on every test image, for every family \(Jensen, the same draws\): True", stdout)
+    line = re.search(r"mean L_\d+ - log p\(x\) in standard errors .*: (.*)", stdout)
+    z = dict(part.split(" ") for part in line.group(1).split(", "))
+    assert list(z) == FAMILIES and all(float(value) < 3.6 for value in z.values()), z
 
 
 def test_the_claims_state_the_tables_numbers(run):
