@@ -42,7 +42,7 @@ from autograd.tracer import trace
 from autograd.util import toposort
 
 import tinyflow as tf
-from tinyflow.benchmark import machine, peak_memory_mib, training_step
+from tinyflow.benchmark import machine, peak_memory_mib, traced_step, training_step
 from tinyflow.plotting import chapter_args, savefig
 
 args = chapter_args(__doc__ or "Chapter 8: backprop by hand")
@@ -53,7 +53,7 @@ BATCH_SIZE = 512                           # points per training step, as in cha
 HIDDEN = (64, 64)                          # each coupling's conditioner: 1 -> 64 -> 64 -> 2
 NUM_BLOCKS = 4 if args.quick else 16       # (coupling, LULinear) pairs; 16 in chapter 5
 CHAIN = 50 if args.quick else 200          # operations in each chain of section 1
-REPEATS = 5 if args.quick else 15          # timed runs behind each time (an illustration: the benchmark measures)
+REPEATS = 5 if args.quick else 9           # timed runs behind each time (an illustration: the benchmark measures)
 WARMUP = 2 if args.quick else 3            # untimed runs first (caches, lazy imports)
 rng = onp.random.default_rng(SEED)
 
@@ -266,15 +266,36 @@ claim.exact("nodes of the dense ReLU layer, my_dense_relu", dense_relu_nodes["my
 # The (512, 1) and (512, 2) arrays that a 2D flow's couplings pass around cost little but
 # bookkeeping (section 1), and there fusing saves nearly all of it.
 #
-# ## 3. A whole model, textbook and primitive, from the same parameters
+# ## 3. A whole model on three rungs, from the same parameters
 #
-# The 16-block model of chapter 5, [coupling (64, 64) relu + LULinear] x 16, written twice. The
-# *textbook* version subclasses the library layers and writes each step with autograd.numpy, as
-# tinyflow itself did before its primitives: `x[:, index]`, `np.tanh` for the soft clamp,
-# `x * np.exp(s) + t`, `np.concatenate` then a reorder, and W = L U from `tril`, `triu`, `exp`,
-# `diag` and `dot`, inverted with `np.linalg.solve`. It reads LULinear's packed parameter
-# `LU` (strictly lower part = L, diagonal = log d, strictly upper part = U), so both versions take
-# the very same parameters.
+# The 16-block model of chapter 5, [coupling (64, 64) relu + LULinear] x 16, written three ways,
+# each one rung up a ladder of fewer, larger primitives:
+#
+# 1. **Textbook**: every operation a node. It subclasses the library layers and writes each step
+#    with autograd.numpy, as tinyflow itself did before its primitives: `x[:, index]`, `np.tanh`
+#    for the soft clamp, `x * np.exp(s) + t`, `np.concatenate` then a reorder, and W = L U from
+#    `tril`, `triu`, `exp`, `diag` and `dot`, inverted with `np.linalg.solve`.
+# 2. **Readable primitives**: `tf.AffineCoupling(mask, fused=False)` and `tf.LULinear()`. The
+#    coupling runs the chain its `forward` and `inverse` read as (tinyflow/coupling.py), each link
+#    a small primitive with its VJP written beside it: `take_columns` for x_a and x_b, the MLP as
+#    section 2's `dense_relu` twice and a `dense`, `take_columns` for s_raw and t, `soft_clamp`,
+#    `affine_inverse`, `merge_columns`, and the log-det's sum and sign. LULinear is two primitives
+#    (tinyflow/linear.py): `lu_linear`, the map with W = P L U built inside it, and `lu_log_det`.
+# 3. **Fused**: `tf.AffineCoupling(mask)` as the library runs it by default, the whole layer
+#    (conditioner, affine map and log-det) as *one* primitive, `coupling_step` in
+#    tinyflow/coupling_backprop.py. Its backprop is section 2's carried through the affine map.
+#    log_prob runs the inverse, x_b = (y_b - t) exp(-s) with log_det = -sum_b s, so given x_b' and
+#    log_det' (' for a gradient):
+#
+#        y_b' = x_b' exp(-s),   t' = -y_b',   s' = -x_b' x_b - log_det',   s_raw' = s' (1 - (s / s_max)^2)
+#
+#    and [s_raw', t'] goes back through the MLP layer by layer with section 2's formulas
+#    (dW = h^T da, db = sum_i da_i, dh = da W^T, da = dh [h > 0]); y_a' gathers its share of
+#    the MLP input's gradient. The forward pass keeps its hidden activations and s in one buffer
+#    for the backward pass, exactly what autograd would keep for the chain.
+#
+# All three read LULinear's packed parameter `LU` (strictly lower part = L, diagonal = log d,
+# strictly upper part = U), so they take the very same parameters.
 
 # %%
 def textbook_mlp(params, x):
@@ -343,7 +364,8 @@ def build(Flow, Coupling, Linear):
 
 
 flows = {"textbook": build(TextbookFlow, TextbookCoupling, TextbookLU),
-         "primitives": build(tf.Flow, tf.AffineCoupling, tf.LULinear)}
+         "primitives": build(tf.Flow, functools.partial(tf.AffineCoupling, fused=False), tf.LULinear),
+         "fused": build(tf.Flow, tf.AffineCoupling, tf.LULinear)}
 target = tf.UniformConditionalGaussian()
 
 # %% [markdown]
@@ -351,7 +373,7 @@ target = tf.UniformConditionalGaussian()
 # exactly zero and a wrong VJP could hide there. We move all parameters away from init first.
 
 # %%
-theta0, unflatten = flatten(flows["primitives"].init(rng))
+theta0, unflatten = flatten(flows["fused"].init(rng))
 params = unflatten(theta0 + 0.05 * rng.standard_normal(theta0.shape))
 batch = target.sample(rng, BATCH_SIZE)
 
@@ -363,109 +385,201 @@ def relative_difference(a, b):
 log_q = {name: flow.log_prob(params, batch) for name, flow in flows.items()}
 flat = {name: tf.flat_loss_and_grad(tf.forward_kl(flow), params) for name, flow in flows.items()}
 gradients = {name: loss_and_grad(theta, batch)[1] for name, (theta, _, loss_and_grad) in flat.items()}
-agree_log_prob = relative_difference(log_q["textbook"], log_q["primitives"])
-agree_grad = relative_difference(gradients["textbook"], gradients["primitives"])
-print(f"{NUM_BLOCKS} blocks, {theta0.size} parameters, batch {BATCH_SIZE}")
-print(f"textbook vs primitives: log_prob max relative difference {agree_log_prob:.1e}")
-print(f"textbook vs primitives: forward-KL gradient max relative difference {agree_grad:.1e} "
-      f"(largest |gradient| entry {onp.max(onp.abs(gradients['primitives'])):.2f})")
-claim.exact("textbook vs primitives: log_prob, max relative difference", agree_log_prob, 0, 1e-12)
-claim.exact("textbook vs primitives: gradient, max relative difference", agree_grad, 0, 1e-12)
+print(f"{NUM_BLOCKS} blocks, {theta0.size} parameters, batch {BATCH_SIZE} "
+      f"(largest |gradient| entry {onp.max(onp.abs(gradients['textbook'])):.2f})")
+for name in ("primitives", "fused"):
+    agree_log_prob = relative_difference(log_q[name], log_q["textbook"])
+    agree_grad = relative_difference(gradients[name], gradients["textbook"])
+    print(f"textbook vs {name}: log_prob max relative difference {agree_log_prob:.1e}, "
+          f"forward-KL gradient max relative difference {agree_grad:.1e}")
+    claim.exact(f"textbook vs {name}: log_prob, max relative difference", agree_log_prob, 0, 1e-12)
+    claim.exact(f"textbook vs {name}: gradient, max relative difference", agree_grad, 0, 1e-12)
 
 # %% [markdown]
-# Same numbers; now the cost. First the tape of one training step. `flat_loss_and_grad`, which
-# `fit` uses, differentiates the loss as a function of one flat parameter vector and reads each
-# parameter array out of it with one `_leaf` node. To count that exact tape we hand it a loss that
-# counts the nodes behind its own value before returning it (`value._node`, autograd internals
-# again). For the names, we record the model's computation once more with `tape`, from the params
-# pytree, leaving out the reads of the parameters from the pytree (autograd's "container_take";
-# `Flow` reads a differentiated pytree through `_flat` and `_leaf`, tinyflow/leaves.py).
+# Same numbers on all three rungs; now the tape of one training step. `flat_loss_and_grad`, which
+# `fit` uses, differentiates the loss as a function of one flat vector theta that holds every
+# parameter, and reads each parameter array out of it with a `_leaf` node (tinyflow/leaves.py).
+# The reads are *lazy*: an array becomes a node when a layer first looks it up, and a layer that
+# asks for all of its parameters at once, as the fused coupling does, gets them as one slice of
+# theta (a layer's arrays sit side by side there). `tinyflow.benchmark.traced_step` records that
+# very function, with a node class of our choosing, and runs its backward pass once. Ours adds to
+# section 1's `NamedNode` what the next cell needs: the primitive, the values it was called with,
+# and the gradient its VJP received.
 
 # %%
-def nodes_per_step(loss, params, batch):
-    """The nodes on the tape of flat_loss_and_grad(loss, params) at `batch`, the input included."""
-    counts = []
+class RecordingNode(NamedNode):
+    """NamedNode, also keeping each primitive's arguments and the gradient its VJP was handed."""
+    __slots__ = ["fun", "args", "kwargs", "g"]
 
-    def counted_loss(p, x):
-        value = loss(p, x)
-        counts.append(sum(1 for _ in toposort(value._node)))
-        return value
-    theta, _, loss_and_grad = tf.flat_loss_and_grad(counted_loss, params)
-    loss_and_grad(theta, batch)
-    return counts[0]
+    def __init__(self, value, fun, args, kwargs, parent_argnums, parents):
+        super().__init__(value, fun, args, kwargs, parent_argnums, parents)
+        self.fun, self.args, self.kwargs = fun, args, kwargs
+        vjp = self.vjp
+
+        def recording_vjp(g):
+            self.g = g
+            return vjp(g)
+        self.vjp = recording_vjp
+
+    def initialize_root(self):
+        super().initialize_root()
+        self.fun = None                       # theta: recorded, not computed
 
 
-cost = {}
-for name, flow in flows.items():
-    loss = tf.forward_kl(flow)
-    nodes = tape(lambda p: loss(p, batch), params)
-    model = collections.Counter({op: k for op, k in nodes.items()
-                                 if op not in ("input", "container_take", "_flat", "_leaf")})
-    cost[name] = {"step_nodes": nodes_per_step(loss, params, batch), "model": model}
-    print(f"  {name:10s} {cost[name]['step_nodes']:4d} nodes per training step, of which "
-          f"{sum(model.values())} compute the model and the loss; most common: "
-          + ", ".join(f"{op} {k}" for op, k in model.most_common(5)))
-print(f"the other {cost['primitives']['step_nodes'] - sum(cost['primitives']['model'].values())} nodes of each "
-      f"step are the input theta and one _leaf per parameter array: {NUM_BLOCKS} x 6 in the MLPs, "
-      f"{NUM_BLOCKS} x 2 in the LUs")
-node_ratio = cost["textbook"]["step_nodes"] / cost["primitives"]["step_nodes"]
-print(f"primitives record {node_ratio:.2f}x fewer nodes per step")
-claim.exact("nodes per training step, textbook", cost["textbook"]["step_nodes"], 49 * NUM_BLOCKS + 8, 0, fmt=".0f")
-claim.exact("nodes per training step, primitives", cost["primitives"]["step_nodes"], 26 * NUM_BLOCKS + 9, 0, fmt=".0f")
+steps = {name: list(toposort(traced_step(tf.forward_kl(flow), params, batch, RecordingNode)))
+         for name, flow in flows.items()}
+cost = {name: {"step_nodes": len(tape), "nodes": collections.Counter(node.name for node in tape)}
+        for name, tape in steps.items()}
+for name, measured in cost.items():
+    print(f"  {name:10s} {measured['step_nodes']:4d} nodes per training step: "
+          + ", ".join(f"{op} {k}" for op, k in measured["nodes"].most_common()))
+print("parameter reads (_leaf nodes) per step: " + ", ".join(
+      f"{name} {measured['nodes']['_leaf']} = {NUM_BLOCKS} x {measured['nodes']['_leaf'] // NUM_BLOCKS}"
+      for name, measured in cost.items()))
+print("nodes per step: " + " -> ".join(f"{name} {measured['step_nodes']}" for name, measured in cost.items()))
+PER_BLOCK, REST = {"textbook": 49, "primitives": 22, "fused": 8}, {"textbook": 8, "primitives": 9, "fused": 9}
+for name in cost:
+    claim.exact(f"nodes per training step, {name}", cost[name]["step_nodes"],
+                PER_BLOCK[name] * NUM_BLOCKS + REST[name], 0, fmt=".0f")
 
 # %% [markdown]
-# The counts are exact, the same on every machine and seed. Per block, the step reads 8 parameter
-# arrays (6 in the MLP, 2 in the LU), and the model records 41 more nodes in the textbook version
-# and 18 with the primitives; with theta, the base density and the loss that is 49 per block + 8
-# against 26 per block + 9: **792 against 425** nodes for the 16 blocks.
+# The counts are exact, the same on every machine and seed. Per block:
+#
+# - **textbook, 49**: 8 parameter reads (W and b of the MLP's three layers, LU and b) and 41
+#   operations, from `__getitem__` and `dot` to the `add` that sums each layer's log-det.
+# - **readable primitives, 22**: the same 8 reads and 14 primitives: 4 `take_columns`, 2
+#   `dense_relu`, `dense`, `soft_clamp`, `affine_inverse`, `merge_columns`, `sum` and `negative`
+#   (the coupling's log-det), `lu_linear` and `lu_log_det`.
+# - **fused, 8**: 3 reads (the coupling's six arrays as one slice of theta, LU, b), `coupling_step`,
+#   2 `take_columns` that split its (N, 3) output into the points and the log-det, `lu_linear` and
+#   `lu_log_det`.
+#
+# Every step also records theta itself, the base's log-density (`power`, `sum`, `multiply`,
+# `subtract`), the sum of the 32 log-dets (`add_all`, one node; the textbook adds one layer at a
+# time, inside its per-block count), the addition of the base term, and the loss's `mean` and
+# sign: 9 nodes, 8 for the textbook. So per step 49 x 16 + 8 = **792**, 22 x 16 + 9 = **361**
+# and 8 x 16 + 9 = **137** nodes for the 16 blocks.
 
 # %% [markdown]
 # Then the time of a whole training step as `fit` runs it: a fresh batch, loss and gradient
 # through `flat_loss_and_grad`, an Adam update (`tinyflow.benchmark.training_step`, which starts
-# both versions from the same `flow.init`: the textbook layers inherit it). For scale we also time
-# the loss alone on plain arrays: the forward arithmetic, with no tape. `getrusage` counts the
-# *minor page faults* of each step (section 4). Times are CPU time again, and the two versions
-# take turns, so what other programs still cost us (caches) falls on both alike; we print the
-# median and the fastest step. These are this run's times, an illustration:
-# `python -m tinyflow.benchmark` measures the same two steps taking turns (its "chapter 8" row),
-# and the README gives the ratio it measured on the machine this chapter was written on.
+# all three from the same `flow.init`: the textbook layers inherit it). To see what bounds each
+# step we time its pieces too, on the tape we just recorded:
+#
+# - **the arithmetic alone**: every primitive's own NumPy function (`fun.fun`, what `primitive`
+#   wrapped) on the values it was called with, then every VJP on the gradient it received, in
+#   the order autograd ran them, with no boxes, no tape, no sorting and no adding up of gradients;
+# - **the matrix products alone**: per coupling, per layer of its MLP, a = h W on the way forward
+#   and dW = h^T da, db = 1^T da, dh = da W^T on the way back, at batch 512 (the LUs' 2 x 2
+#   products are negligible).
+#
+# What is left of the step (the tape, the layers' Python around their primitives, drawing the
+# batch, Adam) is the bookkeeping. `getrusage` counts the *minor page faults* of each step
+# (section 4). Times are CPU time again, and the jobs take turns, so what other programs still
+# cost us (caches) falls on all alike; we print medians and the fastest step. These are this
+# run's times, an illustration: `python -m tinyflow.benchmark` measures the three steps taking
+# turns (its "chapter 8" row, and the fused coupling against `fused=False` in its "fused" row),
+# and the README gives the ratios it measured on the machine this chapter was written on.
 
 # %%
 def minor_faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-runs = {name: (training_step(flow, target.sample, BATCH_SIZE, seed=SEED),
-               functools.partial(tf.forward_kl(flow), params, batch)) for name, flow in flows.items()}
-for name in cost:
-    cost[name].update(step=[], forward=[], faults=0)
-for i in range(WARMUP + REPEATS):
-    for name, (step, forward) in runs.items():
-        begin, faults_before = time.process_time(), minor_faults()
-        step()
-        middle, faults = time.process_time(), minor_faults() - faults_before
-        forward()
-        if i >= WARMUP:
-            cost[name]["step"].append(1e3 * (middle - begin))
-            cost[name]["forward"].append(1e3 * (time.process_time() - middle))
-            cost[name]["faults"] += faults / REPEATS
+def replay(tape):
+    """The tape's arithmetic alone: (forward, backward), each a function of no arguments."""
+    nodes = [node for node in reversed(tape) if node.fun is not None]     # in the order they ran
+
+    def forward():
+        for node in nodes:
+            node.fun.fun(*node.args, **node.kwargs)
+
+    def backward():
+        for node in reversed(nodes):
+            node.vjp(node.g)
+    return forward, backward
+
+
+def matrix_products(blocks, batch_size, sizes):
+    """The couplings' matrix products alone, forward and backward, on random arrays of their shapes."""
+    h = [rng.standard_normal((batch_size, n)) for n in sizes]             # h_0, the hidden layers, [s_raw, t]
+    W = [rng.standard_normal((n_in, n_out)) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+    ones = onp.ones(batch_size)
+
+    def run():
+        for _ in range(blocks):
+            for j in range(len(W)):                                       # a = h W
+                onp.dot(h[j], W[j])
+            for j in reversed(range(len(W))):                             # with da of a's shape
+                onp.dot(h[j].T, h[j + 1]), onp.dot(ones, h[j + 1]), onp.dot(h[j + 1], W[j].T)
+    return run
+
+
+jobs = {name: {"step": training_step(flow, target.sample, BATCH_SIZE, seed=SEED),
+               "arithmetic": replay(steps[name])} for name, flow in flows.items()}
+products = matrix_products(NUM_BLOCKS, BATCH_SIZE, (1, *HIDDEN, 2))
 for name, measured in cost.items():
-    measured["step_ms"] = statistics.median(measured["step"])
-    measured["forward_ms"] = statistics.median(measured["forward"])
+    theta, _, loss_and_grad = flat[name]
+    jobs[name]["loss_and_grad"] = functools.partial(loss_and_grad, theta, batch)
+    measured.update(step=[], loss_and_grad=[], forward=[], backward=[], faults=0)
+products_ms = []
+for i in range(WARMUP + REPEATS):
+    for name, job in jobs.items():
+        begin, faults_before = time.process_time(), minor_faults()
+        job["step"]()
+        after_step, faults = time.process_time(), minor_faults() - faults_before
+        job["loss_and_grad"]()
+        after_gradient = time.process_time()
+        job["arithmetic"][0]()
+        after_forward = time.process_time()
+        job["arithmetic"][1]()
+        if i >= WARMUP:
+            cost[name]["step"].append(1e3 * (after_step - begin))
+            cost[name]["loss_and_grad"].append(1e3 * (after_gradient - after_step))
+            cost[name]["forward"].append(1e3 * (after_forward - after_gradient))
+            cost[name]["backward"].append(1e3 * (time.process_time() - after_forward))
+            cost[name]["faults"] += faults / REPEATS
+    begin = time.process_time()
+    products()
+    if i >= WARMUP:
+        products_ms.append(1e3 * (time.process_time() - begin))
+products_ms = statistics.median(products_ms)
+for name, measured in cost.items():
+    for part in ("step", "loss_and_grad", "forward", "backward"):
+        measured[f"{part}_ms"] = statistics.median(measured[part])
+    measured["arithmetic_ms"] = measured["forward_ms"] + measured["backward_ms"]
+    measured["per_node_us"] = 1e3 * (measured["loss_and_grad_ms"] - measured["arithmetic_ms"]) / measured["step_nodes"]
     print(f"  {name:10s} step {measured['step_ms']:5.1f} CPU ms (median of {REPEATS}; fastest "
-          f"{min(measured['step']):5.1f}), {measured['faults']:5.0f} minor page faults per step; "
-          f"forward alone, no tape: {measured['forward_ms']:4.1f} ms")
-speedup = cost["textbook"]["step_ms"] / cost["primitives"]["step_ms"]
-print(f"this run: the primitives' step is {speedup:.2f}x faster (ratio of the medians; the benchmark measures it)")
-print("forward alone, as a share of the step: " +
-      ", ".join(f"{name} {measured['forward_ms'] / measured['step_ms']:.0%}" for name, measured in cost.items()))
+          f"{min(measured['step']):5.1f}), {measured['faults']:3.0f} minor page faults per step; loss and gradient "
+          f"{measured['loss_and_grad_ms']:5.1f} ms, their arithmetic alone {measured['arithmetic_ms']:5.1f} ms "
+          f"(forward {measured['forward_ms']:4.1f}, backward {measured['backward_ms']:4.1f}): "
+          f"{measured['per_node_us']:3.0f} µs of bookkeeping per node")
+print(f"  matrix products alone, {NUM_BLOCKS} couplings x 12: {products_ms:4.1f} CPU ms (median of {REPEATS})")
+fused = cost["fused"]
+print(f"this run, the fused step: arithmetic {fused['arithmetic_ms'] / fused['step_ms']:.0%} of it (matrix products "
+      f"{products_ms / fused['step_ms']:.0%}), tape and the layers' Python "
+      f"{(fused['loss_and_grad_ms'] - fused['arithmetic_ms']) / fused['step_ms']:.0%}, drawing the batch and Adam "
+      f"{(fused['step_ms'] - fused['loss_and_grad_ms']) / fused['step_ms']:.0%}")
+print("this run, the step's time against the fused one (ratios of medians; the benchmark measures them): "
+      + ", ".join(f"{name} {measured['step_ms'] / fused['step_ms']:.2f}x" for name, measured in cost.items()))
 
 # %% [markdown]
-# The milliseconds move from run to run with whatever else the machine runs; the ratio of the two
-# steps moves much less, because they take turns. The forward arithmetic (the hatched bars in the
-# figure below) is much the same in both versions and a small share of either step. The rest is
-# the tape and the backward pass, which is where fewer nodes pay off. The primitives also keep
-# fewer intermediates alive, as the next section shows.
+# The milliseconds move from run to run with whatever else the machine runs; the ratios move much
+# less, because the jobs take turns. Read the lines above from the bottom rung up:
+#
+# - The **textbook** step is mostly bookkeeping, its 792 nodes, and its arithmetic is the dearest
+#   too: the VJPs of `x[:, index]` add into zeros with `np.add.at` (section 1), and `np.linalg.solve`
+#   and the `diag`s come back on the way back.
+# - The **readable primitives** cut the nodes by more than half and the arithmetic with them.
+# - The **fused** step does the same arithmetic as the readable one, and its 137 nodes leave little
+#   bookkeeping: on the machine this chapter was written on, the arithmetic alone is about two
+#   thirds of the fused step, a third of it the matrix products at batch 512, the rest the
+#   elementwise work on (512, 64) arrays (the ReLU masks, tanh, exp). Bookkeeping is still a part,
+#   tens of µs per node now that each node is also the layer's Python around it. So what bounds
+#   the fused step is the arithmetic itself: fusing further would save at most the last third,
+#   and a bigger batch makes the products' share grow.
+#
+# The primitives also keep fewer intermediates alive, as the next section shows.
 #
 # ## 4. Memory: what the tape keeps, and what glibc gives back
 #
@@ -474,15 +588,22 @@ print("forward alone, as a share of the step: " +
 # once. `tinyflow.benchmark.peak_memory_mib` measures that peak with `tracemalloc`.
 
 # %%
-peak = {name: peak_memory_mib(step) for name, (step, _) in runs.items()}
+peak = {name: peak_memory_mib(job["step"]) for name, job in jobs.items()}
+activations_mib = NUM_BLOCKS * sum(HIDDEN) * BATCH_SIZE * 8 / 2 ** 20
 for name, mib in peak.items():
     print(f"  {name:10s} peak memory of one training step: {mib:5.1f} MiB")
+print(f"  the couplings' hidden activations alone: {NUM_BLOCKS} x {sum(HIDDEN)} x {BATCH_SIZE} float64 = "
+      f"{activations_mib:.1f} MiB")
 claim.bound("peak memory of a training step, primitives / textbook", peak["primitives"] / peak["textbook"],
+            at_most=0.6, fmt=".2f")
+claim.bound("peak memory of a training step, fused / textbook", peak["fused"] / peak["textbook"],
             at_most=0.6, fmt=".2f")
 
 # %% [markdown]
-# The primitives' step needs about half the textbook's memory at its peak (this ratio depends on
-# the model and the numpy build, not on the seed; the text's bound leaves room for other builds).
+# Both primitive rungs need little more than half the textbook's memory at its peak (these ratios
+# depend on the model and the numpy build, not on the seed; the text's bounds leave room for other
+# builds). Fusing saves little more: what both keep is mostly the hidden activations, which any
+# backward pass through the MLPs needs (the line above gives their size).
 
 # %% [markdown]
 # The backward pass then frees it all, and glibc's `malloc` may hand the freed memory back to
@@ -498,7 +619,8 @@ claim.bound("peak memory of a training step, primitives / textbook", peak["primi
 # To see the difference we start two fresh Python processes, one as the library runs and one
 # in which `tinyflow.memory.keep_freed_memory` is replaced by a function that does nothing
 # *before* the flow is built (`Flow()` would otherwise call it), and let each count its page
-# faults and its kernel time (`ru_stime`) over 20 steps of the 16-block model with primitives.
+# faults and its kernel time (`ru_stime`) over 20 steps of the 16-block model as the library
+# runs it (fused).
 # Both start without glibc's `MALLOC_..._` variables (such as `MALLOC_TOP_PAD_`), which would fix
 # the thresholds instead, so the second process runs with glibc's defaults.
 
@@ -553,11 +675,11 @@ else:
 # ## 5. The picture
 #
 # Left: the cost of one operation, NumPy alone against autograd's forward and backward per node.
-# Middle: the nodes of one training step, by primitive. Right: the time of one step, with the
-# part that is the forward arithmetic alone.
+# Middle: the nodes of one training step on each rung, by primitive. Right: the time of one step
+# on each rung, split into the matrix products, the rest of the arithmetic, and the bookkeeping.
 
 # %%
-fig, (ax_op, ax_nodes, ax_ms) = plt.subplots(1, 3, figsize=(15, 6))
+fig, (ax_op, ax_nodes, ax_ms) = plt.subplots(1, 3, figsize=(16, 6.5))
 rows = onp.arange(len(per_node))
 ax_op.barh(rows - 0.2, [v[0] for v in per_node.values()], 0.4, color="0.6", label="NumPy alone, per operation")
 ax_op.barh(rows + 0.2, [v[2] for v in per_node.values()], 0.4, color="C3",
@@ -569,31 +691,37 @@ ax_op.invert_yaxis()
 ax_op.legend(loc="upper right", fontsize=8)
 
 names = list(cost)
-counts = {name: measured["model"] + collections.Counter(
-              {"theta, _leaf": measured["step_nodes"] - sum(measured["model"].values())})
-          for name, measured in cost.items()}
-shown = list(dict.fromkeys(op for name in names for op, _ in counts[name].most_common(12)))
+counts = {name: collections.Counter(measured["nodes"]) for name, measured in cost.items()}
+shown = list(dict.fromkeys([op for op, _ in counts["textbook"].most_common(6)] +        # the rest: "other"
+                           [op for name in names[1:] for op, k in counts[name].most_common() if k >= NUM_BLOCKS]))
 for name in names:
     counts[name]["other"] = sum(k for op, k in counts[name].items() if op not in shown)
 rows = onp.arange(len(shown) + 1)
-for offset, name in [(-0.2, "textbook"), (0.2, "primitives")]:
-    ax_nodes.barh(rows + offset, [counts[name][op] for op in shown + ["other"]], 0.4,
+for offset, name in zip((-0.27, 0, 0.27), names):
+    ax_nodes.barh(rows + offset, [counts[name][op] for op in shown + ["other"]], 0.27,
                   label=f"{name}: {cost[name]['step_nodes']} nodes")
 ax_nodes.set(yticks=rows, yticklabels=shown + ["other"], xlabel="nodes recorded by this primitive",
              title="the tape of one training step")
 ax_nodes.invert_yaxis()
-ax_nodes.legend(loc="center right", fontsize=8)
+ax_nodes.legend(loc="upper right", fontsize=8)
 
 for i, name in enumerate(names):
     measured = cost[name]
-    ax_ms.bar(i, measured["step_ms"], 0.6, color=f"C{i}", alpha=0.5, label="step, median" if i == 0 else None)
-    ax_ms.bar(i, measured["forward_ms"], 0.6, hatch="//", color="white", edgecolor="k",
-              label="forward alone, no tape" if i == 0 else None)
+    parts = [(products_ms, "arithmetic: the matrix products", dict(color="C0")),
+             (measured["arithmetic_ms"] - products_ms, "arithmetic: the rest", dict(color="C0", alpha=0.4)),
+             (measured["loss_and_grad_ms"] - measured["arithmetic_ms"], "tape and the layers' Python",
+              dict(color="white", edgecolor="k", hatch="//")),
+             (measured["step_ms"] - measured["loss_and_grad_ms"], "drawing the batch, Adam", dict(color="0.8"))]
+    bottom = 0.0
+    for height, label, style in parts:
+        ax_ms.bar(i, height, 0.6, bottom=bottom, label=label if i == 0 else None, **style)
+        bottom += height
     jitter = rng.uniform(-0.2, 0.2, len(measured["step"]))
     ax_ms.scatter(i + jitter, measured["step"], s=6, color="k", label="each timed step" if i == 0 else None)
 ax_ms.set(xticks=range(len(names)), ylabel="CPU ms per training step",
-          xticklabels=[f"{name}\nmedian {cost[name]['step_ms']:.1f} ms" for name in names],
-          title=f"{NUM_BLOCKS} x [coupling + LU], batch {BATCH_SIZE}")
+          xticklabels=[f"{name}\n{cost[name]['step_nodes']} nodes\nmedian {cost[name]['step_ms']:.1f} ms"
+                       for name in names],
+          title=f"{NUM_BLOCKS} x [coupling + LU], batch {BATCH_SIZE}: one step of fit")
 ax_ms.legend(fontsize=8)
 fig.suptitle(f"timed on {here['cpu']}, {here['cores']} cores, numpy {here['numpy']}, "
              f"load average {here['load_average_1min']:.1f}")

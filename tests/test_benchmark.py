@@ -25,7 +25,7 @@ def test_quick_benchmark_prints_tables_and_writes_matching_json(tmp_path):
         assert f"{row['batch']:6d} {row['ms']:9.2f}" in result.stdout      # the table shows the JSON's numbers
     assert all(row["MiB"] > 0 for row in results["peak_memory"])           # tracemalloc saw the arrays
     side_by_side = {comparison["key"]: comparison for comparison in results["side_by_side"]}
-    assert list(side_by_side) == ["spline", "conditional 2D", "conditional 10D", "ch03", "ch08", "ch10",
+    assert list(side_by_side) == ["spline", "conditional 2D", "conditional 10D", "fused", "ch03", "ch08", "ch10",
                                   "ch13 sample", "ch13 density", "ch13 step"]
     for comparison in side_by_side.values():                    # jobs timed in turns, ratios of CPU medians
         reference, *others = comparison["rows"]
@@ -34,19 +34,25 @@ def test_quick_benchmark_prints_tables_and_writes_matching_json(tmp_path):
         assert comparison["title"] in result.stdout
         assert all(f"ratio {row['ratio']:.2f}" in result.stdout for row in others)
     assert [row["job"] for row in side_by_side["ch03"]["rows"]] == ["tanh", "relu"]
-    assert [row["job"] for row in side_by_side["ch08"]["rows"]] == ["primitives", "textbook"]
+    assert [row["job"] for row in side_by_side["fused"]["rows"]] == ["fused", "readable"]      # fused / fused=False
+    assert [row["job"] for row in side_by_side["ch08"]["rows"]] == ["fused", "primitives", "textbook"]  # three rungs
     assert [row["job"] for row in side_by_side["ch13 step"]["rows"]] == ["flow matching", "max. likelihood",
                                                                          "drawing FM batch"]
-    assert all(len(comparison["rows"]) == 2 for key, comparison in side_by_side.items() if key != "ch13 step")
+    assert all(len(comparison["rows"]) == 2 for key, comparison in side_by_side.items()
+               if key not in ("ch08", "ch13 step"))
+    assert "nodes per training step: textbook 106, readable primitives 53, fused 25" in result.stdout
     assert [row["path"] for row in results["fresh_process"]] == ["fit", "nested"]  # both paths a student takes
     assert all(math.isfinite(row["ms"]) and f"median {row['ms']:7.2f} ms" in result.stdout
                for row in results["fresh_process"])
 
 
 def test_chapter8_node_counts_are_the_chapters():
-    # exact counts, the same on every machine: chapter 8 states 792 -> 425 for its 16 blocks
-    assert chapter8_nodes(quick=True) == {"textbook": 106, "primitives": 61}      # 2 blocks
-    assert chapter8_nodes(quick=False) == {"textbook": 792, "primitives": 425}
+    # exact counts, the same on every machine: chapter 8's three rungs, per block + the rest,
+    # 49 B + 8 (textbook), 22 B + 9 (readable primitives, fused=False), 8 B + 9 (fused)
+    for quick, blocks in [(True, 2), (False, 16)]:
+        assert chapter8_nodes(quick=quick) == {"textbook": 49 * blocks + 8, "primitives": 22 * blocks + 9,
+                                               "fused": 8 * blocks + 9}
+    assert chapter8_nodes(quick=False) == {"textbook": 792, "primitives": 361, "fused": 137}
 
 
 def test_per_operation_rows_are_per_operation_medians():

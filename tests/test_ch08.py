@@ -1,7 +1,8 @@
 """Chapter 8 in --quick mode: the hand-written VJP is right (against autograd and finite
-differences), the textbook and primitive models compute the same log_prob and gradient, the
-primitives record fewer nodes, every claim is an identity or a count (exact) or a bound, and the
-figure is written. Timings are printed as an illustration, never claimed or asserted."""
+differences), the three rungs (textbook, readable primitives, fused coupling) compute the same
+log_prob and gradient, each rung records exactly the nodes the text counts (per block + the rest),
+every claim is an identity or a count (exact) or a bound, and the figure is written. Timings are
+printed as an illustration, never claimed or asserted."""
 import re
 
 import pytest
@@ -37,30 +38,30 @@ def test_hand_written_primitive_is_one_node_where_the_expression_is_three(run):
     assert number(r"my_dense_relu\s+(\d+) node\(s\)", stdout) == 1
 
 
-def test_textbook_and_primitive_models_agree_on_log_prob(run):
+@pytest.mark.parametrize("rung", ["primitives", "fused"])
+def test_every_rung_agrees_with_the_textbook_on_log_prob_and_gradient(run, rung):
     stdout, _ = run
-    assert number(r"textbook vs primitives: log_prob max relative difference (\S+)", stdout) <= 1e-10
-
-
-def test_textbook_and_primitive_models_agree_on_gradient(run):
-    stdout, _ = run
-    assert number(r"textbook vs primitives: forward-KL gradient max relative difference (\S+)", stdout) <= 1e-10
-
-
-def test_primitive_model_records_fewer_nodes(run):
-    stdout, _ = run
-    textbook = number(r"textbook\s+(\d+) nodes per training step", stdout)
-    primitives = number(r"primitives\s+(\d+) nodes per training step", stdout)
-    assert primitives < textbook
-
-
-def test_step_tape_is_the_model_plus_one_leaf_per_parameter_array(run):
-    stdout, _ = run
-    match = re.search(r"the other (\d+) nodes of each step are the input theta and one _leaf per parameter array: "
-                      r"(\d+) x 6 in the MLPs, (\d+) x 2 in the LUs", stdout)
+    pattern = rf"textbook vs {rung}: log_prob max relative difference (\S+), forward-KL gradient max relative difference (\S+)"
+    match = re.search(pattern, stdout)
     assert match, stdout
-    others, blocks, blocks_again = map(int, match.groups())
-    assert blocks == blocks_again and others == 1 + 6 * blocks + 2 * blocks
+    assert float(match.group(1)) <= 1e-10 and float(match.group(2)) <= 1e-10
+
+
+def test_each_rung_records_fewer_nodes(run):
+    stdout, _ = run
+    textbook, primitives, fused = (number(rf"{name}\s+(\d+) nodes per training step", stdout)
+                                   for name in ("textbook", "primitives", "fused"))
+    assert fused < primitives < textbook
+
+
+def test_step_tape_reads_eight_arrays_per_block_or_three_when_fused(run):
+    stdout, _ = run
+    match = re.search(r"parameter reads \(_leaf nodes\) per step: textbook (\d+) = (\d+) x 8, "
+                      r"primitives (\d+) = (\d+) x 8, fused (\d+) = (\d+) x 3", stdout)
+    assert match, stdout
+    textbook, blocks, primitives, blocks_2, fused, blocks_3 = map(int, match.groups())
+    assert blocks == blocks_2 == blocks_3 == 4                                 # --quick
+    assert textbook == primitives == 8 * blocks and fused == 3 * blocks
 
 
 def test_figure_is_written(run):
@@ -68,17 +69,19 @@ def test_figure_is_written(run):
     assert (tmp_path / "figures" / "this_machine" / "ch08_step_cost.png").stat().st_size > 10_000
 
 
-def test_claims_are_counts_identities_and_one_memory_bound(run):
+def test_claims_are_counts_identities_and_memory_bounds(run):
     stdout, _ = run
     claims = {claim["label"]: claim for claim in claim_lines(stdout)}
     exact = [label for label, claim in claims.items() if claim["kind"] == "exact"]
-    assert len(exact) == 9 and all(claims[label]["quick"] and not claims[label]["flagged"] for label in exact)
-    assert claims["nodes per training step, textbook"]["expected"] == 49 * 4 + 8      # 4 blocks in --quick
-    assert claims["nodes per training step, primitives"]["expected"] == 26 * 4 + 9    # 16 blocks: 792 and 425
-    assert claims["nodes per training step, textbook"]["value"] == 204
-    assert claims["peak memory of a training step, primitives / textbook"]["at_most"] == 0.6
+    assert len(exact) == 12 and all(claims[label]["quick"] and not claims[label]["flagged"] for label in exact)
+    # 4 blocks in --quick; 16 in a full run: 792, 361 and 137
+    for name, per_block, rest in [("textbook", 49, 8), ("primitives", 22, 9), ("fused", 8, 9)]:
+        label = f"nodes per training step, {name}"
+        assert claims[label]["expected"] == claims[label]["value"] == per_block * 4 + rest
+    memory = {f"peak memory of a training step, {name} / textbook" for name in ("primitives", "fused")}
+    assert all(claims[label]["kind"] == "bound" and claims[label]["at_most"] < 1 for label in memory)
     # the two page-fault bounds come from fresh processes that only a full run starts
-    assert set(claims) - set(exact) == {"peak memory of a training step, primitives / textbook"}
+    assert set(claims) - set(exact) == memory
     assert not any("time" in label or " ms" in label for label in claims)           # no timing claims
 
 

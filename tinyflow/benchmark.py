@@ -6,9 +6,11 @@ The tables:
 
     training step   loss, gradient, AdamW update (fit's path) for the tutorial models
     side by side    jobs timed in turns, as ratios to the first: spline against affine couplings,
-                    conditional against unconditional flows, and the chapters' cost
-                    comparisons (chapter 3's relu against tanh conditioners, chapter 8's
-                    textbook model against the primitives, chapter 10's spline flow against
+                    conditional against unconditional flows, the fused coupling block against
+                    the readable chain (chapter 5's 16 x [coupling + LU] through fit, fused /
+                    fused=False), and the chapters' cost comparisons (chapter 3's relu against
+                    tanh conditioners, chapter 8's three rungs: fused, readable primitives and
+                    textbook, chapter 10's spline flow against
                     its affine flow, chapter 13's continuous flow against chapter 5's coupling
                     flow and its maximum-likelihood step against a flow-matching step)
     per operation   what autograd's forward + backward adds to one NumPy operation (chapter 8)
@@ -44,6 +46,9 @@ import tracemalloc
 import autograd.numpy as np
 import numpy as onp
 from autograd import grad
+from autograd.core import backward_pass
+from autograd.extend import vspace
+from autograd.tracer import trace
 from autograd.util import toposort
 
 from .autoregressive import AffineAutoregressive
@@ -54,6 +59,7 @@ from .elementwise import Affine
 from .flow import Flow
 from .flow_matching import flow_matching_batches, flow_matching_loss
 from .invert import Invert
+from .leaves import flatten_params, leaf_index, leaves
 from .permutation import LULinear, Reverse
 from .spline_coupling import SplineCoupling
 from .targets import Banana, Checkerboard, ShiftedGaussian, UniformConditionalGaussian
@@ -190,6 +196,18 @@ def nodes_per_step(loss, params, batch):
     return counts[0]
 
 
+def traced_step(loss, params, batch, node_type):
+    """The tape of fit's loss and gradient at `batch`, recorded with nodes of `node_type` (a
+    subclass of autograd's VJPNode that keeps what it wants to look at): the very function
+    flat_loss_and_grad differentiates (theta, one _leaf per parameter read, the model, the loss),
+    traced, then its backward pass run once. Returns the loss's node; toposort(node) is the tape."""
+    theta, _ = flatten_params(params)
+    index = leaf_index(params)
+    value, end_node = trace(node_type.new_root(), lambda theta: loss(leaves(theta, index), batch), theta)
+    backward_pass(vspace(value).ones(), end_node)
+    return end_node
+
+
 def steps(key, title, *models):
     """A side-by-side pair of training steps: models are (name, flow, sample_data, batch)."""
     return key, title, [(name, training_step(flow, data, batch)) for name, flow, data, batch in models]
@@ -222,6 +240,17 @@ def library_pairs(quick):
     ]
 
 
+def fused_pair(quick):
+    """Chapter 5's model through fit, its couplings fused into one primitive each (the default)
+    against the readable chain of small primitives (fused=False): the same numbers, two tapes."""
+    blocks, batch = (2, 32) if quick else (16, 512)
+    ucg = UniformConditionalGaussian().sample
+    return [steps("fused", f"{blocks} x [coupling (64,64) relu + LU], UCG, batch {batch}, through fit: "
+                  "readable chain (fused=False) / fused coupling",
+                  ("fused", flow2d(couplings(blocks, (64, 64), with_lu=True)), ucg, batch),
+                  ("readable", flow2d(couplings(blocks, (64, 64), with_lu=True, fused=False)), ucg, batch))]
+
+
 def chapter_pairs(quick):
     """The cost comparisons chapters 3, 8 and 10 make, on the chapters' own models."""
     hidden, batch = ((8, 8), 32) if quick else ((32, 32), 256)
@@ -235,8 +264,10 @@ def chapter_pairs(quick):
     return [
         steps("ch03", f"chapter 3: 4 couplings {hidden} + Affine, Banana, batch {batch}: relu / tanh conditioners",
               *chapter3),
-        steps("ch08", f"chapter 8: {blocks} x [coupling (64,64) relu + LU], UCG, batch {batch8}: textbook / primitives",
-              ("primitives", flow2d(couplings(blocks, (64, 64), with_lu=True)), ucg, batch8),
+        steps("ch08", f"chapter 8: {blocks} x [coupling (64,64) relu + LU], UCG, batch {batch8}: readable "
+              "primitives (fused=False), textbook / fused",
+              ("fused", flow2d(couplings(blocks, (64, 64), with_lu=True)), ucg, batch8),
+              ("primitives", flow2d(couplings(blocks, (64, 64), with_lu=True, fused=False)), ucg, batch8),
               ("textbook", textbook_flow(blocks), ucg, batch8)),
         steps("ch10", f"chapter 10: {splines} spline (32,32), 16 bins / {affines} affine (34,34) couplings "
               f"(as many parameters), Checkerboard, batch {batch10}",
@@ -289,7 +320,7 @@ def compare(quick, repeats, warmup):
     """Time the jobs of every side-by-side comparison in turns: [{"key", "title", "rows", "ratio"}]; each
     row after the first has its "ratio" to the first (of CPU medians), and "ratio" is the second row's."""
     results = []
-    for key, title, jobs in library_pairs(quick) + chapter_pairs(quick) + chapter13(quick):
+    for key, title, jobs in library_pairs(quick) + fused_pair(quick) + chapter_pairs(quick) + chapter13(quick):
         rows = interleaved(jobs, repeats, warmup)
         for row in rows[1:]:
             row["ratio"] = row["cpu_ms"] / rows[0]["cpu_ms"]
@@ -466,8 +497,8 @@ def print_tables(results):
         for row in comparison["rows"]:
             print(f"  {row['job']:18s} {_times(row)}" + (f"   ratio {row['ratio']:.2f}" if "ratio" in row else ""))
     nodes = results["chapter8_nodes"]
-    print(f"chapter 8: nodes per training step: textbook {nodes['textbook']}, primitives {nodes['primitives']} "
-          f"({nodes['textbook'] / nodes['primitives']:.2f}x fewer; a count, the same on every machine)")
+    print(f"chapter 8: nodes per training step: textbook {nodes['textbook']}, readable primitives "
+          f"{nodes['primitives']}, fused {nodes['fused']} (counts, the same on every machine)")
     print(f"\n{'per operation on a (512, 2) array':34s} {'NumPy µs':>9s} {'autograd µs':>12s} {'ratio':>6s}"
           "   (autograd: forward + backward per operation, CPU medians)")
     for row in results["per_operation"]:
