@@ -1,7 +1,7 @@
 """Chapter 13 in --quick mode: the untrained flow is the identity; maximum likelihood through the
 solver is scored with the evaluation solver, the training curve with both solvers; the solver's
-error falls at RK4's order; q integrates to one on the grid and a box mass from samples matches
-its integral; K residual layers approach the ODE at first order; Hutchinson's estimate is
+error falls at RK4's order; q integrates to one on the grid and box_check finds samples and density
+in agreement; K residual layers approach the ODE at first order; Hutchinson's estimate is
 unbiased; every claim is printed once, with the kind its text states; the figures are written."""
 import re
 
@@ -13,7 +13,7 @@ FIGURES = ["ch13_training.png", "ch13_residual.png", "ch13_field.png", "ch13_sam
 KINDS = {"banana: paired KL after 5 maximum-likelihood steps": "bound",
          "solver: mean log q error at 16 RK4 steps (500 points, against 64 steps)": "bound",
          "banana: |1 - integral of q over the grid|": "bound",
-         "banana: box mass, samples against the integral of q, in standard errors": "bound",
+         "banana: box check of flow samples against q, z": "bound",
          "residual layers: log q error at K = 8 over K = 16": "exact",
          "residual layers: K = 4 is not invertible everywhere (the fixed point fails somewhere)": "frequency",
          "Hutchinson, Rademacher probes: largest |z| of the mean estimate over 20 points": "bound",
@@ -61,10 +61,12 @@ def test_flow_density_integrates_to_one_on_the_grid(run):
     assert abs(mass - 1) < 0.05                         # quick mode: cells of 1 across a banana of width 1
 
 
-def test_box_mass_from_samples_matches_the_integral_of_q(run):
-    fraction, se, integral, z = numbers(rf"box \(\(2.0, 10.0\), \(-6.0, -2.0\)\): {NUMBER} \+- {NUMBER} of \d+ samples, "
-                                        rf"integral of q {NUMBER} \(differ by {NUMBER} standard errors\)", run[0])
-    assert abs(fraction - integral) / se == pytest.approx(z, abs=0.06)
+def test_box_check_finds_samples_and_density_in_agreement(run):
+    share, mass, chi2, dof, ratio, z = numbers(
+        rf"box check, 6 x 6 boxes over \(-6.0, 40.0\) x \(-14.0, 14.0\): 2000 samples, {NUMBER} of them in the "
+        rf"window \(q's mass there {NUMBER}\); chi\^2 = {NUMBER} on {NUMBER} degrees of freedom "
+        rf"\(chi\^2 / dof = {NUMBER}\), z = {NUMBER}", run[0])
+    assert abs(share - mass) < 0.02 and dof >= 5 and ratio == pytest.approx(chi2 / dof, abs=0.01)
     assert z < 4
 
 
