@@ -100,6 +100,23 @@ def test_inverse_root_is_cancellation_free():
     assert np.max(np.abs(z[:, 0] - r) / r) <= 1e-14
 
 
+@pytest.mark.parametrize("size", [1e10, 1e160, 1e200, 1e300, 1e307])
+@pytest.mark.parametrize("direction", ["forward", "inverse"])
+def test_layer_is_exact_far_from_the_centre(size, direction):
+    """|x - z0| past 1e154: r^2 and r (2 alpha + r) would overflow (the inverse returned NaN at
+    1e200, issue 18); both directions stay exact there, with log-dets ~ (alpha + beta - alpha) / r ~ 0."""
+    params = layer([0.3, -0.2, 0.1], raw(0.7), raw(2.5))
+    points = size * np.array([[1.0, -1 / 3, 0.5], [-0.6, 0.0, 0.8], [1e-3, 1.0, 0.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                              # no overflow on the way
+        there, log_det = getattr(tf.Radial(), direction)(params, points)
+        back, log_det_back = getattr(tf.Radial(), "inverse" if direction == "forward" else "forward")(params, there)
+    assert np.all(np.isfinite(there)) and np.all(np.abs(log_det) <= 10 / size)
+    assert np.all(np.abs(there - points) <= 1.8 + 4 * EPS * size)                # a move of at most |beta| = 1.8
+    assert np.all(np.abs(back - points) <= 4 * EPS * size)
+    assert np.all(np.abs(log_det + log_det_back) <= 10 / size)
+
+
 def test_softplus_does_not_overflow():
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -13,6 +13,11 @@ however close beta comes to -alpha:
 
     1 + beta h                = (r + alpha + beta) / (alpha + r)
     1 + beta h + beta h' r    = (r (2 alpha + r) + alpha (alpha + beta)) / (alpha + r)^2
+                              = (r (2 alpha + r) / (alpha + r) + (alpha + beta) alpha / (alpha + r)) / (alpha + r)
+
+the last form computed, so that no square of r appears: the layer, its inverse and log-det stay
+exact for |z - z0| up to 1e308 (r (2 alpha + r) overflows past 1e154; so does the plain norm,
+hence norm() below divides each row by its largest entry first).
 
 and f is computed as x = z0 + (1 + beta h) (z - z0): the literal z + beta h (z - z0) cancels
 where beta h is near -1 (a contracting layer near z0) and loses all digits of x - z0 there.
@@ -22,9 +27,10 @@ r' = ||x - z0|| = r (r + alpha + beta) / (alpha + r), and r is the non-negative 
 
     r^2 + (alpha + beta - r') r - alpha r' = 0.
 
-With B = alpha + beta - r' and sqrt_disc = sqrt(B^2 + 4 alpha r'), the root is (sqrt_disc - B) / 2
-for B < 0 and 2 alpha r' / (B + sqrt_disc) for B >= 0: each form adds two non-negative terms
-(the textbook formula subtracts nearly equal ones when alpha r' << B^2). Then
+With B = alpha + beta - r' and sqrt_disc = sqrt(B^2 + 4 alpha r') (computed as s sqrt((B / s)^2 +
+4 alpha (r' / s) / s) with s = max(|B|, r'), so that B^2 cannot overflow), the root is sqrt_disc / 2 - B / 2 for B < 0 and 2 alpha r' / (B + sqrt_disc)
+for B >= 0: each form adds two non-negative terms (the textbook formula subtracts nearly equal
+ones when alpha r' << B^2). Then
 z = z0 + (x - z0) (alpha + r) / (r + alpha + beta), which needs no division by r' (x = z0 works).
 Measured with z0 = 0, alpha_raw and beta_raw on a grid over [-30, 30] (contractions and expansions
 by up to 1e13 at z0) and r from 1e-12 to 1e4: both round trips within 2 eps max(|z|, |x|).
@@ -56,16 +62,20 @@ def softplus(s):
 
 
 def norm(d):
-    """Row norms of d (N, D), with a finite gradient (0) where a row is 0."""
-    squared = np.sum(d ** 2, axis=1)
-    positive = squared > 0
-    return np.where(positive, np.sqrt(np.where(positive, squared, 1.0)), 0.0)
+    """Row norms of d (N, D), each row divided by its largest |entry| before squaring (so that
+    |d| up to 1e308 cannot overflow to inf), with a finite gradient (0) where a row is 0."""
+    scale = np.max(np.abs(d), axis=1)
+    positive = scale > 0
+    safe = np.where(positive, scale, 1.0)
+    squared = np.sum((d / safe[:, None]) ** 2, axis=1)                         # in [1, D] where positive
+    return np.where(positive, safe * np.sqrt(np.where(positive, squared, 1.0)), 0.0)
 
 
 def log_det(r, alpha, alpha_plus_beta, dim):
     """log|det dx/dz| at distance r from z0 (N,)."""
-    log_first = np.log(r + alpha_plus_beta) - np.log(alpha + r)                # log(1 + beta h)
-    log_second = np.log(r * (2 * alpha + r) + alpha * alpha_plus_beta) - 2 * np.log(alpha + r)
+    Q = alpha + r
+    log_first = np.log(r + alpha_plus_beta) - np.log(Q)                        # log(1 + beta h)
+    log_second = np.log(r * ((2 * alpha + r) / Q) + alpha_plus_beta * (alpha / Q)) - np.log(Q)   # M / Q^2
     return (dim - 1) * log_first + log_second
 
 
@@ -101,8 +111,9 @@ class Radial:
         d = x - params["z0"]
         r_x = norm(d)                                                           # r'
         B = alpha_plus_beta - r_x
-        sqrt_disc = np.sqrt(B ** 2 + 4 * alpha * r_x)           # > 0: alpha > 0, and B > 0 where r' = 0
+        scale = np.maximum(np.abs(B), r_x)                     # > 0: B = alpha + beta > 0 where r' = 0
+        sqrt_disc = scale * np.sqrt((B / scale) ** 2 + 4 * alpha * (r_x / scale) / scale)   # no B^2 to overflow
         large = B >= 0
-        r = np.where(large, 2 * alpha * r_x / np.where(large, B + sqrt_disc, 1.0), (sqrt_disc - B) / 2)
+        r = np.where(large, 2 * alpha * r_x / np.where(large, B + sqrt_disc, 1.0), sqrt_disc / 2 - B / 2)
         z = params["z0"] + d * ((alpha + r) / (r + alpha_plus_beta))[:, None]
         return z, -log_det(r, alpha, alpha_plus_beta, x.shape[1])

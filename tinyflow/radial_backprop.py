@@ -29,7 +29,9 @@ terms of that sum are ~1/alpha near z0 and cancel where beta = A - alpha is smal
 the identity with a tiny alpha), the form above has nothing left to cancel.
 
 The backward pass recomputes d, r and the ratios rather than keeping them: a few operations
-on N numbers, as in planar_backprop.py.
+on N numbers, as in planar_backprop.py. log M - 2 log Q is computed as radial.py computes it,
+without squaring r, so the map stays finite and exact for |z - z0| up to 1e308; where M or Q^2
+overflows (r > 1e154) the backprop's terms 1 / M and 1 / Q^2 become 0, as they nearly are.
 
 Copy with: radial_backprop.py (and an empty __init__.py).
 """
@@ -49,15 +51,22 @@ def terms(z, z0, alpha_raw, beta_raw):
     """d, r, alpha, A = alpha + beta, P, Q, M as above (alpha, A > 0 also where softplus underflows)."""
     alpha, A = np.logaddexp(0.0, alpha_raw) + TINY, np.logaddexp(0.0, beta_raw) + TINY
     d = z - z0
-    r = np.sqrt(np.sum(d ** 2, axis=1))
-    return d, r, alpha, A, r + A, alpha + r, r * (2 * alpha + r) + alpha * A
+    with np.errstate(over="ignore"):           # |d| > 1e154: d^2 overflows, so those rows are redone
+        r = np.sqrt(np.sum(d ** 2, axis=1))
+        big = ~np.isfinite(r)
+        if big.any():                          # divided by their largest entry before squaring
+            scale = np.max(np.abs(d[big]), axis=1)
+            r[big] = scale * np.sqrt(np.sum((d[big] / scale[:, None]) ** 2, axis=1))
+        M = r * (2 * alpha + r) + alpha * A    # inf for r > 1e154: only the backprop reads it (as 1 / M)
+    return d, r, alpha, A, r + A, alpha + r, M
 
 
 @primitive
 def radial(z, z0, alpha_raw, beta_raw):
     """(x, log_det) of a radial layer at z (N, D); z0 (D,), alpha_raw, beta_raw ()."""
     d, r, alpha, A, P, Q, M = terms(z, z0, alpha_raw, beta_raw)
-    log_det = (z.shape[1] - 1) * (np.log(P) - np.log(Q)) + (np.log(M) - 2 * np.log(Q))
+    log_M_over_Q2 = np.log(r * ((2 * alpha + r) / Q) + A * (alpha / Q)) - np.log(Q)   # M may overflow, this cannot
+    log_det = (z.shape[1] - 1) * (np.log(P) - np.log(Q)) + log_M_over_Q2
     return z0 + d * (P / Q)[:, None], log_det
 
 
@@ -70,7 +79,8 @@ def radial_vjp(argnums, x_and_log_det, args, kwargs):
     def vjp(g):
         gx, gl = g
         gq = np.einsum("nd,nd->n", gx, d)
-        gr = (alpha - A) * (gq / Q ** 2 + gl * ((dim - 1) / (P * Q) + 2 * alpha / (M * Q)))
+        with np.errstate(over="ignore"):       # r > 1e154: Q^2, P Q, M Q are inf and their terms 0
+            gr = (alpha - A) * (gq / Q ** 2 + gl * ((dim - 1) / (P * Q) + 2 * alpha / (M * Q)))
         gz = gx * q[:, None] + d * np.where(r > 0, gr / np.where(r > 0, r, 1.0), 0.0)[:, None]
         grads = {0: lambda: gz,
                  1: lambda: np.sum(gx - gz, axis=0),
