@@ -130,7 +130,12 @@ def test_batches_draw_from_a_sampler():
 
 @pytest.mark.parametrize("batch, error, match", [
     (np.zeros((4, 5)), TypeError, r"batch must be a tuple \(x1, x0, t\)"),
-    ((np.zeros((4, 2)), np.zeros((4, 2))), TypeError, r"batch must be a tuple \(x1, x0, t\)"),
+    ((np.zeros((4, 2)), np.zeros((4, 2))), TypeError,
+     r"batch must be a tuple \(x1, x0, t\) of 3 items: data points x1 \(N, D\), base draws x0 \(N, D\) and times "
+     r"t \(N,\) in \[0, 1\].*got a tuple of 2 items"),
+    ((np.zeros((4, 2)), np.zeros((4, 2)), np.full(4, 7.0)), ValueError, r"t must be times in \[0, 1\].*4 of 4 outside"),
+    ((np.zeros((4, 2)), np.zeros((4, 2)), np.array([0.5, -1e300, 0.2, 1.0])), ValueError, r"t must be times in \[0, 1\]"),
+    ((np.zeros((4, 2)), np.zeros((4, 2)), np.array([0.5, np.nan, 0.2, 1.0])), ValueError, r"t must be times in \[0, 1\]"),
     ((np.zeros((4, 2)), np.zeros((4, 2)), np.zeros(3)), ValueError, r"shapes \(N, 2\), \(N, 2\) and \(N,\)"),
     ((np.zeros((4, 2)), np.zeros((3, 2)), np.zeros(4)), ValueError, r"shapes \(N, 2\), \(N, 2\) and \(N,\)"),
     ((np.zeros((4, 3)), np.zeros((4, 3)), np.zeros(4)), ValueError, "x1 must have 2 columns"),

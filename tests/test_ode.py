@@ -102,6 +102,12 @@ def test_gradient_through_the_solver_matches_finite_differences():
     ({"t1": np.inf}, ValueError, "t1 must be a finite number"),
     ({"t0": "0"}, ValueError, "t0 must be a finite number"),
     ({"f": None}, TypeError, "f must be a function"),
+    ({"f": lambda x, t: x[:, :1]}, ValueError, r"f\(x, t\) must return dx/dt with the state's shape \(3, 2\), got \(3, 1\)"),
+    ({"f": lambda s, t: (s[0], s[1][:, None]), "x0": (X0, np.zeros(3))}, ValueError,
+     r"the state's shape \(\(3, 2\), \(3,\)\), got \(\(3, 2\), \(3, 1\)\)"),
+    ({"x0": np.array([[1.0, np.nan], [0.0, 1.0]])}, ValueError, r"x0 must be finite .* 1 NaN or inf entries of 4"),
+    ({"f": lambda s, t: s, "x0": (X0, np.array([np.inf, 0.0, 0.0]))}, ValueError, r"x0\[1\] must be finite"),
+    ({"x0": "a"}, TypeError, "x0 must be an array of numbers"),
 ])
 def test_bad_input_raises_an_error_naming_the_expectation(kwargs, error, match):
     args = {"f": rotation, "x0": X0, "t0": 0.0, "t1": 1.0, "num_steps": 4, **kwargs}

@@ -112,10 +112,12 @@ def line_weights(base, base_params, x_t, t, x1):
 
 
 def _checked(batch, dim):
-    """batch = (x1, x0, t) with shapes (N, D), (N, D), (N,), or an error saying what was expected."""
+    """batch = (x1, x0, t) with shapes (N, D), (N, D), (N,) and t in [0, 1], or an error saying what was expected."""
     if not isinstance(batch, (tuple, list)) or len(batch) != 3:
-        raise TypeError("batch must be a tuple (x1, x0, t): data (N, D), base draws (N, D), times (N,), "
-                        f"as flow_matching_batches draws it; got {type(batch).__name__}")
+        got = (f"a {type(batch).__name__} of {len(batch)} items" if isinstance(batch, (tuple, list))
+               else type(batch).__name__)
+        raise TypeError("batch must be a tuple (x1, x0, t) of 3 items: data points x1 (N, D), base draws x0 (N, D) "
+                        f"and times t (N,) in [0, 1], as flow_matching_batches draws it; got {got}")
     x1, x0 = check_points(batch[0], dim, "x1"), check_points(batch[1], dim, "x0")
     t = onp.asarray(batch[2], dtype=float)
     if t.shape == (len(x1), 1):                     # a column, as fit's tuple data keeps arrays 2D
@@ -123,4 +125,8 @@ def _checked(batch, dim):
     if x0.shape != x1.shape or t.shape != (len(x1),):
         raise ValueError(f"x1, x0 and t must have shapes (N, {dim}), (N, {dim}) and (N,) (or (N, 1)), got "
                          f"{onp.shape(x1)}, {onp.shape(x0)} and {t.shape}")
+    if not onp.all((t >= 0) & (t <= 1)):           # also refuses NaN
+        outside = t[~((t >= 0) & (t <= 1))]
+        raise ValueError(f"t must be times in [0, 1] (the straight line runs from x0 at t = 0 to x1 at t = 1), "
+                         f"got {len(outside)} of {len(t)} outside, e.g. {outside[0]!r}")
     return x1, x0, t

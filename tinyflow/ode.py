@@ -19,9 +19,14 @@ with respect to x0 and to any parameters f closes over ("discretise-then-optimis
 of the computed solution, exact to rounding, not of the true one). Its memory grows with
 num_steps: every intermediate is kept for the backward pass.
 
+odeint checks what a solver would otherwise carry through silently: x0 must be finite (a NaN
+start gives a NaN solution), and f must return dx/dt with x's shapes (an (N, 1) velocity for an
+(N, 2) state would broadcast into a wrong answer without an error).
+
 Copy with: ode.py (and an empty __init__.py).
 """
 import numpy as onp
+from autograd.tracer import getval
 
 METHODS = ("euler", "midpoint", "rk4")
 
@@ -71,10 +76,41 @@ def odeint(f, x0, t0, t1, num_steps, method="rk4", path=False):
         if isinstance(value, bool) or not isinstance(value, (int, float, onp.integer, onp.floating)) \
                 or not onp.isfinite(value):
             raise ValueError(f"{name} must be a finite number (a time), got {value!r}")
+    _check_start(x0)
     step, h = STEPS[method], (float(t1) - float(t0)) / num_steps
     x, states = x0, [x0]
     for k in range(int(num_steps)):
-        x = step(f, x, float(t0) + k * h, h)        # t_k = t0 + k h, not h added k times: no drift
+        x = step(_shape_checked(f), x, float(t0) + k * h, h)   # t_k = t0 + k h, not h added k times: no drift
         if path:
             states.append(x)
     return states if path else x
+
+
+def _shapes(x):
+    """x's shape, or the tuple of its parts' shapes (values under autograd are read through getval)."""
+    return tuple(_shapes(x_i) for x_i in x) if isinstance(x, tuple) else onp.shape(getval(x))
+
+
+def _check_start(x0):
+    """x0 an array of finite numbers, or a tuple of them."""
+    for i, part in enumerate(x0 if isinstance(x0, tuple) else (x0,)):
+        name = f"x0[{i}]" if isinstance(x0, tuple) else "x0"
+        try:
+            value = onp.asarray(getval(part), dtype=float)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be an array of numbers (the state at t0), got {type(part).__name__}") from None
+        if not onp.all(onp.isfinite(value)):
+            bad = int(onp.sum(~onp.isfinite(value)))
+            raise ValueError(f"{name} must be finite (the state at t0), got {bad} NaN or inf entries of {value.size}: "
+                             "the solver would carry them to every later state")
+
+
+def _shape_checked(f):
+    """f, with its output's shapes compared to the state's at every call."""
+    def f_checked(x, t):
+        dx = f(x, t)
+        if _shapes(dx) != _shapes(x):
+            raise ValueError(f"f(x, t) must return dx/dt with the state's shape {_shapes(x)}, got {_shapes(dx)} "
+                             "(the solver would broadcast it into a wrong solution)")
+        return dx
+    return f_checked
