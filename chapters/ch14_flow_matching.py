@@ -220,10 +220,10 @@ savefig(fig, "ch14_training.png", args.figures_dir)
 # runs we measured, and far below chapter 13's maximum likelihood alone. (On the curve, the
 # fine-tune's first steps can make the KL worse before they make it better: maximum likelihood
 # pulls the field another way than flow matching did, and Adam's first steps are as long as
-# later ones while the remaining error is small.) Each maximum-likelihood step costs as much CPU
-# as tens of flow-matching steps (this run's seconds are printed above;
-# `python -m tinyflow.benchmark` measures the ratio on your machine), which is why flow matching
-# made continuous flows practical.
+# later ones while the remaining error is small.) Each maximum-likelihood step is a solve with
+# the divergence and its backward pass, 32 evaluations of the field at 8 RK4 steps, where a
+# flow-matching step is one (this run's seconds are printed above; `python -m tinyflow.benchmark`
+# measures the ratio on your machine): that is why flow matching made continuous flows practical.
 #
 # **The paths bend**, although every line the field was trained on is straight: $u$ averages
 # the lines through each point, and near $t = 0$ the lines through a point head for both arms of
@@ -406,9 +406,9 @@ claim.frequency("banana: chapter 3's coupling flow beats the continuous flow's f
 
 # %% [markdown]
 # **Reading the numbers.** On these two-dimensional targets the coupling flows win on almost
-# every count. Chapter 3's model, in 300 steps and about a second of CPU, reaches a KL of at most
-# 0.021, lower than the continuous flow's after flow matching and a fine-tune on 19 of the 20
-# runs we measured; chapter 5's coupling flow gets lower on its target too. Sampling from the
+# every count. Chapter 3's model, in 300 cheap steps (this run's seconds are printed), reaches
+# a KL of at most 0.021, lower than the continuous flow's after flow matching and a fine-tune on
+# 19 of the 20 runs we measured; chapter 5's coupling flow gets lower on its target too. Sampling from the
 # continuous flow is a solve of 16 RK4 steps, 64 evaluations of the field, and its density needs
 # the divergence as well, against one pass through a coupling flow's layers:
 # `python -m tinyflow.benchmark` times sampling and density of this continuous flow against
@@ -428,7 +428,7 @@ print(f"chapter CPU time: {time.process_time() - START:.0f} s")
 # ## Summary
 #
 # * Flow matching regresses $v(x_t, t)$ on $x_1 - x_0$ along straight lines: no solve while
-#   training, about a millisecond a step. Its minimiser is the average velocity $u$ of the
+#   training, one pass of the network a step. Its minimiser is the average velocity $u$ of the
 #   lines through each point, whose flow carries the base to the data.
 # * Averaging each target over the batch (stable target field) removes most of the loss's
 #   irreducible floor and of the gradient's spread, and lets the step size rise to $10^{-2}$.
