@@ -19,7 +19,12 @@ FLOAT = r"(-?[\d.]+(?:e[+-]?\d+)?)"
 CLAIMS = {
     **{f"{family} K=32 gradient by the primitive against the readable forward map, max relative difference":
        "exact" for family in FAMILIES},
-    **{f"{name} {family} K=32 KL(q||p)": "bound" for name in NAMES for family in FAMILIES},
+    **{f"{name} planar K=32 KL(q||p)": "bound" for name in ["U1", "U2"]},
+    **{f"{name} planar K=32 ESS": "bound" for name in ["U1", "U2"]},
+    **{f"{name} {family} K=32 KL(q||p)": "bound" for name, family in [("U3", "planar"), ("U4", "planar"),
+                                                                      ("U1", "radial"), ("U2", "radial"),
+                                                                      ("U3", "radial"), ("U4", "radial")]},
+    "largest KL(q||p) of the eight K = 32 fits": "bound",
     "U1 radial K=32 ESS": "bound",
     "two radial layers fit U1 better than two planar ones": "frequency",
     "eight planar layers fit U2 better than eight radial ones": "frequency",
@@ -29,8 +34,8 @@ CLAIMS = {
     "the same test rejects the density without the log-dets (z above 3.09), for both flows": "frequency",
     "largest max |f(f^-1(x)) - x| of the two flows": "exact",
     "largest max |log q by inversion - log q forward| of the two flows": "exact",
-    "the planar KL falls from K = 2 to K = 32 on all four energies": "frequency",
-    "32 planar layers come within 0.1 nats of U1 and of U2": "frequency",
+    "the KL falls from K = 2 to K = 32 on all four energies, for both families": "frequency",
+    "the planar KL falls from K = 2 to K = 8 to K = 32 on all four energies": "frequency",
 }
 
 
@@ -136,17 +141,8 @@ def test_density_by_inversion_matches_samples(family, run):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_named_boxes_agree_between_density_and_samples(family, run):
-    block = re.search(rf"U1 {family} K=32: q's mass.*\n(?:.*\n){{4}}", run[0]).group(0)
-    rows = re.findall(rf"^   .+? density {FLOAT}, samples {FLOAT} \+- {FLOAT}$", block, re.MULTILINE)
-    assert len(rows) == 3
-    for by_density, share, se in ((float(v) for v in row) for row in rows):
-        assert abs(by_density - share) <= 5 * se + 2e-4        # + the printed rounding
-
-
-@pytest.mark.parametrize("family", FAMILIES)
 def test_inverse_round_trips_to_rounding(family, run):
-    pattern = (rf"U1 {family} K=32: .*\n(?:.*\n){{4}}   max \|f\(f\^-1\(x\)\) - x\| over the \d+ grid points: "
+    pattern = (rf"U1 {family} K=32: .*\n.*\n   max \|f\(f\^-1\(x\)\) - x\| over the \d+ grid points: "
                rf"{FLOAT}; max \|log q by inversion - log q forward\| over 20,000 samples: {FLOAT}")
     match = re.search(pattern, run[0])
     assert match and float(match.group(1)) < 1e-12 and float(match.group(2)) < 1e-12
