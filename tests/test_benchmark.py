@@ -41,6 +41,10 @@ def test_quick_benchmark_prints_tables_and_writes_matching_json(tmp_path):
     assert all(len(comparison["rows"]) == 2 for key, comparison in side_by_side.items()
                if key not in ("ch08", "ch13 step"))
     assert "nodes per training step: textbook 106, readable primitives 53, fused 25" in result.stdout
+    anatomy = results["step_anatomy"]                               # chapter 8: what bounds the fused step
+    assert anatomy["nodes"] == 8 * 2 + 9 and "where the time of one fused step goes" in result.stdout
+    assert all(math.isfinite(anatomy[part]) and anatomy[part] > 0
+               for part in ("step", "loss and gradient", "arithmetic alone", "matrix products alone"))
     assert [row["path"] for row in results["fresh_process"]] == ["fit", "nested"]  # both paths a student takes
     assert all(math.isfinite(row["ms"]) and f"median {row['ms']:7.2f} ms" in result.stdout
                for row in results["fresh_process"])

@@ -14,6 +14,9 @@ The tables:
                     its affine flow, chapter 13's continuous flow against chapter 5's coupling
                     flow and its maximum-likelihood step against a flow-matching step)
     per operation   what autograd's forward + backward adds to one NumPy operation (chapter 8)
+    fused step      where the time of chapter 5's fused step goes (chapter 8): the step, its loss and
+                    gradient, their arithmetic alone (the tape replayed in plain NumPy) and the
+                    couplings' matrix products alone
     fresh process   the first 50 steps of the chapter-5 model in a new Python process, in the
                     environment as the user has it (no OPENBLAS_NUM_THREADS set), on fit's path
                     and on the path a student writes: autograd.value_and_grad of the loss on the
@@ -46,7 +49,7 @@ import tracemalloc
 import autograd.numpy as np
 import numpy as onp
 from autograd import grad
-from autograd.core import backward_pass
+from autograd.core import VJPNode, backward_pass
 from autograd.extend import vspace
 from autograd.tracer import trace
 from autograd.util import toposort
@@ -206,6 +209,61 @@ def traced_step(loss, params, batch, node_type):
     value, end_node = trace(node_type.new_root(), lambda theta: loss(leaves(theta, index), batch), theta)
     backward_pass(vspace(value).ones(), end_node)
     return end_node
+
+
+class _RecordingNode(VJPNode):
+    """autograd's tape node, keeping its primitive, the values it was called with and the gradient
+    its VJP was handed: what replaying the tape's arithmetic needs (chapter 8 builds the same)."""
+    __slots__ = ["fun", "args", "kwargs", "g"]
+
+    def __init__(self, value, fun, args, kwargs, parent_argnums, parents):
+        super().__init__(value, fun, args, kwargs, parent_argnums, parents)
+        self.fun, self.args, self.kwargs, vjp = fun, args, kwargs, self.vjp
+
+        def recording_vjp(g):
+            self.g = g
+            return vjp(g)
+        self.vjp = recording_vjp
+
+    def initialize_root(self):
+        super().initialize_root()
+        self.fun = None
+
+
+def step_anatomy(quick, repeats, warmup):
+    """Chapter 5's model, fused (16 x [coupling (64,64) relu + LU], batch 512): CPU medians of fit's
+    step, of its loss and gradient, of their arithmetic alone (every primitive's NumPy function on
+    the values it saw, then every VJP on the gradient it got: no boxes, no tape, no adding up) and
+    of the couplings' matrix products alone (per MLP layer a = h W; dW = h^T da, db = 1^T da,
+    dh = da W^T), in turns. What is left of the loss and gradient is the bookkeeping."""
+    blocks, batch_size = (2, 32) if quick else (16, 512)
+    flow, sample = flow2d(couplings(blocks, (64, 64), with_lu=True)), UniformConditionalGaussian().sample
+    rng = onp.random.default_rng(0)
+    params, batch = flow.init(rng), sample(rng, batch_size)
+    theta, _, loss_and_grad = flat_loss_and_grad(forward_kl(flow), params)
+    tape = list(toposort(traced_step(forward_kl(flow), params, batch, _RecordingNode)))
+    nodes = [node for node in reversed(tape) if node.fun is not None]
+
+    def arithmetic():
+        for node in nodes:
+            node.fun.fun(*node.args, **node.kwargs)
+        for node in reversed(nodes):
+            node.vjp(node.g)
+    sizes = (1, 64, 64, 2)
+    h, W = [rng.standard_normal((batch_size, n)) for n in sizes], [rng.standard_normal(s) for s in zip(sizes, sizes[1:])]
+    ones = onp.ones(batch_size)
+
+    def products():
+        for _ in range(blocks):
+            for j in range(3):
+                onp.dot(h[j], W[j])
+            for j in reversed(range(3)):
+                onp.dot(h[j].T, h[j + 1]), onp.dot(ones, h[j + 1]), onp.dot(h[j + 1], W[j].T)
+    rows = interleaved([("step", training_step(flow, sample, batch_size)),
+                        ("loss and gradient", lambda: loss_and_grad(theta, batch)),
+                        ("arithmetic alone", arithmetic), ("matrix products alone", products)], repeats, warmup)
+    return {"model": f"{blocks} x [coupling (64,64) relu + LU], fused", "batch": batch_size, "nodes": len(tape),
+            **{row["job"]: row["cpu_ms"] for row in rows}}
 
 
 def steps(key, title, *models):
@@ -472,6 +530,7 @@ def run(quick=False, repeats=None):
     results["side_by_side"] = compare(quick, repeats, warmup)
     results["chapter8_nodes"] = chapter8_nodes(quick)
     results["per_operation"] = per_operation(quick, repeats, warmup)
+    results["step_anatomy"] = step_anatomy(quick, repeats, warmup)
     results["fresh_process"] = [fresh_process(path, quick, 5 if quick else 50) for path in ("fit", "nested")]
     dims, batches = ((2, 4), (32, 64)) if quick else ((2, 8, 32, 64), (256, 1024, 4096, 16384))
     results["scaling"] = scaling(dims, batches, max(1, repeats // 6), warmup=1)
@@ -504,6 +563,15 @@ def print_tables(results):
     for row in results["per_operation"]:
         print(f"{row['op']:34s} {row['numpy_us']:9.2f} {row['autograd_us']:12.2f} {row['ratio']:6.1f}")
     print(f"{'median ratio':34s} {'':22s} {statistics.median(row['ratio'] for row in results['per_operation']):6.1f}")
+    anatomy = results["step_anatomy"]
+    step = anatomy["step"]
+    print(f"\nwhere the time of one fused step goes: {anatomy['model']}, batch {anatomy['batch']}, "
+          f"{anatomy['nodes']} nodes (CPU medians, in turns)")
+    for part in ("step", "loss and gradient", "arithmetic alone", "matrix products alone"):
+        print(f"  {part:22s} {anatomy[part]:8.2f} ms  {anatomy[part] / step:5.0%} of the step")
+    print(f"  {'bookkeeping':22s} {anatomy['loss and gradient'] - anatomy['arithmetic alone']:8.2f} ms  "
+          f"{1e3 * (anatomy['loss and gradient'] - anatomy['arithmetic alone']) / anatomy['nodes']:5.0f} µs per node "
+          "(the loss and gradient less their arithmetic: the tape and the layers' Python)")
     print(f"\nfirst steps of {results['training_step'][1]['model']} in a fresh process, default environment "
           f"(no OPENBLAS_NUM_THREADS):")
     for row in results["fresh_process"]:
