@@ -2,7 +2,8 @@
 # # Chapter 8: backprop by hand, and where a training step's time goes
 #
 # **Goal.** See what autograd does on every operation, measure what that costs, and make a
-# training step faster by writing small operations whose backward pass we derive ourselves.
+# training step faster by writing small operations whose backward pass we derive ourselves, then
+# a whole coupling layer as one; and find what bounds the step once the nodes are few.
 #
 # **Key equations.** Autograd records a *node* for every primitive operation y = f(x) on the
 # forward pass; the backward pass visits the nodes in reverse and applies each one's
@@ -16,10 +17,12 @@
 #     da = dh * [h > 0],   dx = da W^T,   dW = x^T da,   db = sum over the batch of da.
 #
 # **Builds on** the coupling and LU model of chapter 5 and the training loop of `tinyflow/train.py`.
-# **Library files it explains:** `tinyflow/linear.py` (`dense`, `dense_inverse`, `lu_weight`,
-# `add_all`), `tinyflow/mlp.py` (`dense_relu`), `tinyflow/affine.py` (`soft_clamp`, `affine`,
-# `affine_inverse`), `tinyflow/columns.py` (`take_columns`, `merge_columns`) and
-# `tinyflow/memory.py` (`keep_freed_memory`).
+# **Library files it explains:** `tinyflow/mlp.py` (`dense_relu`), `tinyflow/linear.py` (`dense`,
+# `lu_linear`, `lu_log_det`, `add_all`), `tinyflow/affine.py` (`soft_clamp`, `affine`,
+# `affine_inverse`), `tinyflow/columns.py` (`take_columns`, `merge_columns`),
+# `tinyflow/coupling_backprop.py` (`coupling_step`: a whole coupling layer as one primitive),
+# `tinyflow/leaves.py` (parameters read lazily out of one flat vector) and `tinyflow/memory.py`
+# (`keep_freed_memory`).
 
 # %%
 import collections
@@ -567,17 +570,21 @@ print("this run, the step's time against the fused one (ratios of medians; the b
 # The milliseconds move from run to run with whatever else the machine runs; the ratios move much
 # less, because the jobs take turns. Read the lines above from the bottom rung up:
 #
-# - The **textbook** step is mostly bookkeeping, its 792 nodes, and its arithmetic is the dearest
-#   too: the VJPs of `x[:, index]` add into zeros with `np.add.at` (section 1), and `np.linalg.solve`
-#   and the `diag`s come back on the way back.
-# - The **readable primitives** cut the nodes by more than half and the arithmetic with them.
-# - The **fused** step does the same arithmetic as the readable one, and its 137 nodes leave little
-#   bookkeeping: on the machine this chapter was written on, the arithmetic alone is about two
-#   thirds of the fused step, a third of it the matrix products at batch 512, the rest the
-#   elementwise work on (512, 64) arrays (the ReLU masks, tanh, exp). Bookkeeping is still a part,
-#   tens of µs per node now that each node is also the layer's Python around it. So what bounds
-#   the fused step is the arithmetic itself: fusing further would save at most the last third,
-#   and a bigger batch makes the products' share grow.
+# - The **textbook** step spends much of its time on bookkeeping for its 792 nodes, and its
+#   arithmetic is the dearest too: the VJP of `x[:, index]` adds into zeros with `np.add.at`
+#   (section 1), and the LU's `solve`, `diag`s and transposes have backward passes of their own.
+# - The **readable primitives** cut the nodes by more than half, and the arithmetic with them.
+# - The **fused** step records 137 nodes and does a little less arithmetic again (its buffers are
+#   written in place). Its *arithmetic* is now most of the step, and the matrix products are well
+#   under half of that arithmetic: the rest is elementwise work on the (512, 64) activations (the
+#   bias additions, the ReLU and its mask on the way back, tanh and exp of s) and the LUs' small
+#   solves. The tape and the layers' Python (each layer checks its inputs and reads its
+#   parameters) are the smaller part, tens of µs per node. Drawing the batch and Adam's update
+#   are a few percent.
+#
+# So with the nodes this few, what bounds the fused step at batch 512 is the arithmetic itself, and
+# not even mostly the matrix products: fusing further could save at most the bookkeeping that is
+# left. A larger batch makes the arithmetic's share, and the products' within it, larger still.
 #
 # The primitives also keep fewer intermediates alive, as the next section shows.
 #
@@ -705,6 +712,7 @@ ax_nodes.set(yticks=rows, yticklabels=shown + ["other"], xlabel="nodes recorded 
 ax_nodes.invert_yaxis()
 ax_nodes.legend(loc="upper right", fontsize=8)
 
+top = 1.4 * max(measured["step_ms"] for measured in cost.values())      # a step slowed far more by the load: at the top
 for i, name in enumerate(names):
     measured = cost[name]
     parts = [(products_ms, "arithmetic: the matrix products", dict(color="C0")),
@@ -716,9 +724,12 @@ for i, name in enumerate(names):
     for height, label, style in parts:
         ax_ms.bar(i, height, 0.6, bottom=bottom, label=label if i == 0 else None, **style)
         bottom += height
-    jitter = rng.uniform(-0.2, 0.2, len(measured["step"]))
-    ax_ms.scatter(i + jitter, measured["step"], s=6, color="k", label="each timed step" if i == 0 else None)
-ax_ms.set(xticks=range(len(names)), ylabel="CPU ms per training step",
+    x_step, y_step = i + rng.uniform(-0.2, 0.2, len(measured["step"])), onp.array(measured["step"])
+    beyond = y_step > top
+    ax_ms.scatter(x_step[~beyond], y_step[~beyond], s=6, color="k",
+                  label="each timed step (^: beyond the top)" if i == 0 else None)
+    ax_ms.scatter(x_step[beyond], onp.full(beyond.sum(), top), s=30, color="k", marker="^", clip_on=False)
+ax_ms.set(xticks=range(len(names)), ylabel="CPU ms per training step", ylim=(0, top),
           xticklabels=[f"{name}\n{cost[name]['step_nodes']} nodes\nmedian {cost[name]['step_ms']:.1f} ms"
                        for name in names],
           title=f"{NUM_BLOCKS} x [coupling + LU], batch {BATCH_SIZE}: one step of fit")
@@ -740,12 +751,19 @@ print(f"chapter ran in {time.perf_counter() - start:.1f} s")
 # - Check a hand-written VJP twice: against autograd on the plain expression (the same numbers
 #   within 1e-12) and against central finite differences (the formulas themselves, within 1e-6
 #   relative), away from init.
-# - Fusing the operations that always come together (dense + activation, the affine map, column
-#   picks, W = L U, the sum of the log-dets) takes a training step of the chapter-5 model from
-#   792 to 425 nodes (a count: the same on every machine and seed) and its peak memory to at most
-#   0.6 of the textbook's, with the same log_prob and gradient (relative differences within
-#   1e-12). The step runs faster by a ratio `python -m tinyflow.benchmark` measures on your
-#   machine (the README gives the one it measured on ours).
+# - Fusing climbs a ladder. A training step of the chapter-5 model records 792 nodes with every
+#   operation a node (textbook, 49 per block + 8), 361 with the readable primitives
+#   (`fused=False`: dense + activation, column picks, the clamp, the affine map, LULinear's map
+#   and log-det, the sum of the log-dets; 22 per block + 9) and 137 with each coupling one
+#   primitive whose backprop is written out (`coupling_step`, the library's default; 8 per
+#   block + 9, its six parameter arrays read as one slice of theta). Counts: the same on every
+#   machine and seed. All three give the same log_prob and gradient (relative differences within
+#   1e-12), and both primitive rungs need at most 0.6 of the textbook's peak memory, most of it
+#   the hidden activations any backward pass needs.
+# - With 137 nodes, the fused step is bound by its arithmetic (replay the tape in plain NumPy to
+#   see it), more of it elementwise work on (512, 64) arrays than matrix products; the bookkeeping
+#   left is the smaller part. The steps' ratios are measured by `python -m tinyflow.benchmark` on
+#   your machine (the README gives the ones it measured on ours).
 # - The tape keeps every intermediate until the backward pass, and glibc would hand the freed
 #   memory back after each step for the next step to page-fault in again: at least 500 faults
 #   per step with glibc's defaults, against at most 10 with `tinyflow.memory.keep_freed_memory`,
@@ -764,16 +782,34 @@ print(f"chapter ran in {time.perf_counter() - start:.1f} s")
 #    check on non-square shapes worth having?
 # 4. `tape` the training step of chapter 4's IAF (`AffineAutoregressive`) and find its most common
 #    nodes. Which two or three operations would you fuse next, and how many nodes would that save?
+# 5. Derive the fused coupling's backprop in the forward direction, y_b = x_b exp(s) + t with
+#    log_det = sum_b s, and compare with the docstring of `tinyflow/coupling_backprop.py`. Then
+#    check it as this chapter checked the inverse: `sample_and_log_prob` runs the forward
+#    direction, so compare the reverse-KL gradient (`tf.reverse_kl`) of the default coupling with
+#    that of `fused=False` on the same parameters and the same noise.
 #
 # ## Notes on the numbers
 #
-# This chapter's claims are counts and identities (exact, with their tolerance), and three bounds
-# that depend on the numpy build and glibc rather than on the seed: the peak-memory ratio and the
-# page faults per step. Checked on seeds 20-29 with `python chapters/seeds.py ch08 --seeds 20-29
-# --check`: 120 values, 0 outside the text's claims (and on seeds 20-22 with numpy's AVX-512
-# kernels on and off, 72 values, 0 outside). The three bounds leave room for other builds: on
-# the machine they were measured on, the primitives' peak was 0.54 of the textbook's, and glibc
-# 2.36's defaults cost 1,753 to 1,894 faults per step against 2. Times and time ratios are no
-# claims: they move with the CPU and the load, so the chapter prints its own run's as an
-# illustration and `python -m tinyflow.benchmark` measures them (the README states what it
-# measured, on which machine and at which load).
+# This chapter's claims are counts and identities (exact, with their tolerance), and four bounds
+# that depend on the numpy build and glibc rather than on the seed: the two peak-memory ratios and
+# the page faults per step. They were set on seeds 0-19 (every count, ratio and fault count came
+# out the same on all twenty runs; only the finite-difference error, 1e-10 to 7.6e-10, and the
+# gradient differences, at most 7.5e-15, moved) and checked on seeds 20-29 with
+# `python chapters/seeds.py ch08 --seeds 20-29 --check`: 160 values, 0 outside the text's
+# claims (and on seeds 20-22 with numpy's AVX-512 kernels on and off, 96 values, 0 outside). The
+# memory bounds leave room for other builds: on the machine they were measured on, the readable
+# primitives' peak was 0.57 of the textbook's and the fused step's 0.55 (10.8 MiB, of which 8 MiB
+# are the hidden activations), and glibc 2.36's defaults cost 1,872 to 1,968 faults per step
+# against 2 with `keep_freed_memory`. Before the coupling was fused and LULinear made two
+# primitives, the "primitives" rung recorded 26 nodes per block + 9 (425 for 16 blocks) and its
+# peak was 0.54 of the textbook's.
+#
+# Times and time ratios are no claims: they move with the CPU and the load, so the chapter prints
+# its own run's as an illustration and `python -m tinyflow.benchmark` measures them (the README
+# states what it measured, on which machine and at which load). For the record, on the 2-core
+# AVX-512 Xeon this chapter was written on, with other work holding the load average near 20
+# (CPU time, the seed-0 full run behind figures/ch08_step_cost.png): the fused step took 19.0 ms,
+# its arithmetic alone 12.5 ms (66%), of which the matrix products 5.1 ms (27% of the step); the
+# tape and the layers' Python 5.4 ms (29%, 40 µs per node); drawing the batch and Adam 1.1 ms
+# (6%). The readable primitives' step took 1.18 times as long as the fused one, the textbook's
+# 2.06 times.

@@ -41,7 +41,8 @@ def test_hand_written_primitive_is_one_node_where_the_expression_is_three(run):
 @pytest.mark.parametrize("rung", ["primitives", "fused"])
 def test_every_rung_agrees_with_the_textbook_on_log_prob_and_gradient(run, rung):
     stdout, _ = run
-    pattern = rf"textbook vs {rung}: log_prob max relative difference (\S+), forward-KL gradient max relative difference (\S+)"
+    pattern = (rf"textbook vs {rung}: log_prob max relative difference (\S+), "
+               r"forward-KL gradient max relative difference (\S+)")
     match = re.search(pattern, stdout)
     assert match, stdout
     assert float(match.group(1)) <= 1e-10 and float(match.group(2)) <= 1e-10

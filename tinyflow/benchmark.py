@@ -250,7 +250,8 @@ def step_anatomy(quick, repeats, warmup):
         for node in reversed(nodes):
             node.vjp(node.g)
     sizes = (1, 64, 64, 2)
-    h, W = [rng.standard_normal((batch_size, n)) for n in sizes], [rng.standard_normal(s) for s in zip(sizes, sizes[1:])]
+    h = [rng.standard_normal((batch_size, n)) for n in sizes]
+    W = [rng.standard_normal(shape) for shape in zip(sizes, sizes[1:])]
     ones = onp.ones(batch_size)
 
     def products():
