@@ -167,7 +167,8 @@ claim.exact(f"nodes on the tape of a chain of {CHAIN} operations (the row farthe
 #
 # So at these sizes a training step's time is set less by the arithmetic than by **how many
 # nodes** it records. The cure is to record fewer: write a few operations that always come
-# together as *one* primitive, with its VJP written by hand.
+# together as *one* primitive, with its VJP written by hand (until so few nodes are left that the
+# arithmetic is most of the step: section 3 measures where that happens).
 #
 # ## 2. Backprop through one dense ReLU layer, by hand
 #
