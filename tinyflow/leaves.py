@@ -121,7 +121,7 @@ class LazyDict(dict):
 
     def __init__(self, theta, index):
         super().__init__((key, _child(theta, value)) for key, value in index.items())
-        self.theta, self.positions = theta, _positions(index)
+        self.theta, self.index = theta, index
 
     def __getitem__(self, key):
         value = super().__getitem__(key)
@@ -145,7 +145,7 @@ class LazyDict(dict):
 
     def flat(self):
         """All of this dict's arrays, as one vector (one node)."""
-        return _leaf(self.theta, self.positions)
+        return _leaf(self.theta, _positions(self.index))
 
 
 class LazyList(list):
@@ -153,7 +153,7 @@ class LazyList(list):
 
     def __init__(self, theta, index):
         super().__init__(_child(theta, value) for value in index)
-        self.theta, self.positions = theta, _positions(index)
+        self.theta, self.index = theta, index
 
     def __getitem__(self, k):
         if isinstance(k, slice):
@@ -173,7 +173,7 @@ class LazyList(list):
 
     def flat(self):
         """All of this list's arrays, as one vector (one node)."""
-        return _leaf(self.theta, self.positions)
+        return _leaf(self.theta, _positions(self.index))
 
 
 def _positions(index):
