@@ -294,4 +294,5 @@ savefig(fig, "ch01_affine_fit.png", args.figures_dir)
 # keeps each of them on at least 999 runs in 1000, on any machine. The two fit claims are
 # identities stated with a tolerance, set on seeds 0-19 (worst: 3.6e-14 and 2.2e-16) and checked
 # on seeds 20-29 with `python chapters/seeds.py ch01 --seeds 20-29 --check`: 60 values, 0
-# outside.
+# outside. Re-checked after the library's fused coupling: seeds 20-29, 60 values, 0 outside (the
+# same values, digit for digit: this chapter uses no coupling or LU layer).

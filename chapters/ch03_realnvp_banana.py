@@ -710,18 +710,20 @@ print(f"chapter wall time: {time.perf_counter() - start:.1f} s (after imports)")
 # largest $x_1$ of the training set is the central 99.9% of its computed distribution. Checked on
 # seeds 20-29 with `python chapters/seeds.py ch03 --seeds 20-29 --check`: 50 values, 0 outside
 # the text's claims, and every frequency held (weight decay helped on 8 of 10, all three ended
-# above early stopping alone on 9 of 10). Two numbers are printed but claim nothing, because
+# above early stopping alone on 9 of 10). Re-checked after the library's fused coupling: seeds
+# 20-29, 50 values, 0 outside, every frequency held (weight decay helped on 7 of 10, all three
+# ended above early stopping alone on 9 of 10). Two numbers are printed but claim nothing, because
 # over seeds 0-19 they swing too much for a bound to say anything (the rule gave more than 1.5
 # times the worst run): the standardised KL after 200 steps (0.0115 to 0.0989) and the
 # early-stopped model's KL (0.016 to 0.053). Their lessons are the frequencies beside them.
 #
 # How the recipe got here. An earlier version of section 5 ran 800 steps at a constant rate, then
-# 300 at a tenth of it with batches of 512: over seeds 0-4 it ended at a KL of 0.0015 to 0.0055,
+# 300 at a tenth of it with batches of 512: on five seeds it ended at a KL of 0.0015 to 0.0055,
 # one cosine run of 1100 steps at 0.0007 to 0.0012, for less computation. Section 9 once counted
 # a cure as helping when it lowered the KL by more than two paired SEs, over 10 runs: weight
 # decay "helped on 9 of 10", then raised the KL on two of three new seeds, because its own KL,
 # like the uncured model's, is now and then carried by a few points. Decays of 0.3, 0.5, 2 and 3
-# did no better than 1.0 over seeds 0-4. In trial runs over seeds 0-7, standardising the data
+# did no better than 1.0 on five seeds. In trial runs on eight seeds, standardising the data
 # outside the flow (so that weight decay cannot shrink the `Affine`) made weight decay worse,
 # not better, and a step size of 5e-3 instead of 2e-3 made the uncured model overfit harder but
 # also gave the smaller model a catastrophe; we kept 2e-3. The relu/tanh timing that section 3

@@ -414,15 +414,16 @@ savefig(fig, "ch05_marginals.png", args.figures_dir)
 # ## Notes on the numbers
 #
 # The bounds and the range were set on seeds 0-19 (a bound: worst value plus half the spread; a
-# range: a quarter of the spread beyond each end; both rounded outward) and checked on seeds
-# 20-29 with `python chapters/seeds.py ch05 --seeds 20-29 --check`: 30 values, 0 outside; the
-# edges dominated on 10 of 10. Over seeds 0-19 the KL was 0.0116 to 0.0167 on 19 runs and 0.0194
-# on one (seed 18), which a clip of 5, a peak of 1.5e-3 or 100 warm-up steps all left near 0.020
-# (0.0197 to 0.0224); so the bound, 0.024, is about twice a typical run. The tutorial's recipe,
-# measured while writing this chapter: normflows itself (1000 steps at a constant 1e-3, on a
-# 2-core AMD EPYC) gave a paired KL of 0.030-0.057 on five seeds, and 0.019-0.030 after 5000
-# steps; the same recipe in tinyflow ended between 0.030 and 0.068 on five seeds with numpy's
-# AVX-512 kernels on and off, and its seed 0 moved from 0.030 to 0.052 when only those kernels
-# changed. Shorter or cheaper runs of this chapter's recipe cost KL (seeds 0-2): 1000 steps
-# ended at 0.014-0.015 where 1100 gave 0.012-0.013, and 800 steps at a peak of 3e-3 or batches
-# of 256 at 0.014-0.019.
+# range: a quarter of the spread beyond each end; both rounded outward) and checked on seeds 20-29
+# with `python chapters/seeds.py ch05 --seeds 20-29 --check`: 30 values, 0 outside; the edges
+# dominated on 10 of 10. Re-checked after the library's fused coupling: seeds 20-29, 30 values, 0
+# outside (KL 0.0123 to 0.0158), the edges dominating on 10 of 10. Over seeds 0-19 the KL was
+# 0.0116 to 0.0167 on 19 runs and 0.0194 on one (seed 18), which a clip of 5, a peak of 1.5e-3 or
+# 100 warm-up steps all left near 0.020 (0.0197 to 0.0224); so the bound, 0.024, is about twice a
+# typical run. The tutorial's recipe, measured while writing this chapter: normflows itself (1000
+# steps at a constant 1e-3, on a 2-core AMD EPYC) gave a paired KL of 0.030-0.057 on five seeds,
+# and 0.019-0.030 after 5000 steps; the same recipe in tinyflow ended between 0.030 and 0.068 on
+# five seeds with numpy's AVX-512 kernels on and off, and its seed 0 moved from 0.030 to 0.052
+# when only those kernels changed. Shorter or cheaper runs of this chapter's recipe cost KL (seeds
+# 0-2): 1000 steps ended at 0.014-0.015 where 1100 gave 0.012-0.013, and 800 steps at a peak of
+# 3e-3 or batches of 256 at 0.014-0.019.
