@@ -1,16 +1,36 @@
 """Chapter 6 in --quick mode: it prints log Z with its convergence checks, the exact KL and the
-ESS per energy and flow, the final loss next to -log Z, the mode shares, each training result
-beside the range its text states, and writes its figures."""
+ESS per energy and flow, the final loss next to -log Z, the mode shares, every claim with its
+kind (bound, frequency, exact), and writes its figures."""
+import math
 import re
 
 import pytest
 
-from chapter_runner import CLAIM, run_chapter
+from chapter_runner import claim_lines, run_chapter
 
 FIGURES = ["ch06_energies.png", "ch06_modes.png"]
 NAMES = ["U1", "U2", "U3", "U4"]
 FLOAT = r"(-?[\d.]+(?:e[+-]?\d+)?)"
-NUM_CLAIMS = 16 + 2 + 4 + 1 + 5 + 6     # KL and ESS per fit, U1 halves, U3/U4 branches, KL/SE, mixture fits
+CLAIMS = {   # label: kind, in the order the chapter prints them
+    "U2-U4: largest |log Z by quadrature - closed form|": "exact",
+    "U1: the larger KL(q||p) of the two stacks": "bound",
+    "U2: the larger KL(q||p) of the two stacks": "bound",
+    "U3: the larger KL(q||p) of the two stacks": "bound",
+    "U4: the larger KL(q||p) of the two stacks": "bound",
+    "every fit of U3 and U4 has a larger KL(q||p) than every fit of U1 and U2": "frequency",
+    "U4: both stacks' ESS below 20% though their KL(q||p) is below 0.5": "frequency",
+    "U1: the larger |share of q's samples with z1 > 0 - 1/2| of the two stacks": "bound",
+    "U4: the larger share of q's samples on the second branch of the two stacks (p: 0.181)": "bound",
+    "smallest KL(q||p) / its standard error": "bound",
+    "forward KL covers all four modes (each nearest to more than 10% of q's samples)": "frequency",
+    "forward KL: mass farther than 3 sigma from every mode (p: 0.011)": "bound",
+    "forward KL: KL(p||q)": "bound",
+    "reverse KL keeps one mode (more than 99% of q's samples nearest it), with KL(q||p) within 0.01 of log 4":
+        "frequency",
+    "reverse KL: |log Z by IS - log(k/4)|, k the modes holding over 1% of q": "bound",
+    "reverse KL: ESS above 90%": "frequency",
+    "each fit is the better one in the divergence it was trained on": "frequency",
+}
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +112,35 @@ def test_no_fit_reaches_below_minus_log_Z(run):
     assert match and float(match.group(1)) > -5
 
 
-def test_every_training_result_is_printed_once_beside_its_range(run):
-    labels = CLAIM.findall(run[0])
-    assert len(labels) == NUM_CLAIMS and len(set(labels)) == NUM_CLAIMS
+def test_every_claim_is_printed_once_with_its_kind(run):
+    claims = claim_lines(run[0])
+    assert [c["label"] for c in claims] == list(CLAIMS)
+    assert all(c["kind"] == CLAIMS[c["label"]] for c in claims)
+    assert all(c["quick"] and not c["flagged"] for c in claims)       # a --quick run is never judged
+
+
+def test_bounds_state_a_side_and_frequencies_a_count_of_twenty(run):
+    for c in claim_lines(run[0]):
+        if c["kind"] == "bound":
+            assert ("at_most" in c) != ("at_least" in c)
+        if c["kind"] == "frequency":
+            assert c["of"] == 20 and 0 <= c["runs"] <= 20
+
+
+def test_quadrature_meets_the_closed_form_within_the_stated_tolerance(run):
+    exact = [c for c in claim_lines(run[0]) if c["kind"] == "exact"]
+    assert len(exact) == 1 and exact[0]["value"] <= exact[0]["tol"] == 1e-8
+
+
+def test_reverse_fit_prints_the_modes_it_keeps_beside_log_Z_by_IS(run):
+    match = re.search(rf"reverse KL fit keeps (\d) of the 4 modes: log Z by importance sampling {FLOAT}, "
+                      rf"log\(\d/4\) = {FLOAT}", run[0])
+    assert match and 1 <= int(match.group(1)) <= 4
+    assert abs(float(match.group(3)) - math.log(int(match.group(1)) / 4)) < 1e-4
+
+
+def test_no_timing_is_claimed(run):
+    assert not any(re.search(r"seconds|timing|\btimes?\b|speed|faster|slower", c["label"]) for c in claim_lines(run[0]))
 
 
 def test_gaussian_envelope_leaves_erfc_of_one_over_root_two_outside_the_window(run):
