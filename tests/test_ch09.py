@@ -19,23 +19,20 @@ FLOAT = r"(-?[\d.]+(?:e[+-]?\d+)?)"
 CLAIMS = {
     **{f"{family} K=32 gradient by the primitive against the readable forward map, max relative difference":
        "exact" for family in FAMILIES},
-    **{f"{name} planar K=32 KL(q||p)": "bound" for name in ["U1", "U2"]},
-    **{f"{name} planar K=32 ESS": "bound" for name in ["U1", "U2"]},
-    **{f"{name} {family} K=32 KL(q||p)": "bound" for name, family in [("U3", "planar"), ("U4", "planar"),
-                                                                      ("U1", "radial"), ("U2", "radial"),
-                                                                      ("U3", "radial"), ("U4", "radial")]},
+    "U1 planar K=32 KL(q||p)": "bound",
+    "U2 planar K=32 KL(q||p)": "bound",
+    "U1 planar K=32 ESS": "bound",
+    "U2 planar K=32 ESS": "bound",
     "largest KL(q||p) of the eight K = 32 fits": "bound",
-    "U1 radial K=32 ESS": "bound",
     "two radial layers fit U1 better than two planar ones": "frequency",
     "eight planar layers fit U2 better than eight radial ones": "frequency",
-    "largest |log Z by IS - log Z| where the ESS is above 50%": "bound",
+    "log Z by IS within 0.05 of the quadrature in every cell whose ESS is above 50%": "frequency",
     **{f"U1 {family} K=32 chi^2 score z of the density by inversion against the samples": "bound"
        for family in FAMILIES},
     "the same test rejects the density without the log-dets (z above 3.09), for both flows": "frequency",
     "largest max |f(f^-1(x)) - x| of the two flows": "exact",
     "largest max |log q by inversion - log q forward| of the two flows": "exact",
     "the KL falls from K = 2 to K = 32 on all four energies, for both families": "frequency",
-    "the planar KL falls from K = 2 to K = 8 to K = 32 on all four energies": "frequency",
 }
 
 
