@@ -36,7 +36,7 @@ def format_report(report, label="held-out"):
             f"+- {report['kl_se']:.5f} (n = {report['n']})")
 
 
-def box_check(log_density, samples, limits, num_boxes, sub=8):
+def box_check(log_density, samples, limits, num_boxes, sub=16):
     """Do samples follow a density? Cut the window limits = [(lo, hi), ...] (one pair per
     coordinate) into num_boxes boxes per coordinate, integrate the density over each box by the
     midpoint rule on sub points per coordinate, and compare with the samples that fall in each:
@@ -48,6 +48,10 @@ def box_check(log_density, samples, limits, num_boxes, sub=8):
     chi^2 / dof is near 1; z = Wilson and Hilferty's normal score of chi^2, ((chi^2/dof)^(1/3) -
     (1 - 2/(9 dof))) / sqrt(2/(9 dof)), is then about N(0, 1), whatever dof. A log-det left out, or
     an inverse that is wrong somewhere, shows as chi^2 / dof far above 1.
+
+    The midpoint rule's error in a mass shrinks as 1/sub^2 but the counts' noise as 1/sqrt(N), so
+    with many samples a coarse rule alone pushes z up: on chapter 13's banana, 200,000 draws of the
+    true density gave a mean z of 0.4-0.8 with sub = 8, 0.13 with 12 and about 0 with 16.
 
     log_density: (M, D) -> (M,); samples (N, D). Returns {"chi2", "dof", "z", "counts", "expected",
     "mass_inside" (the density's integral over the window), "share_inside" (the samples' share in it)}."""
