@@ -561,9 +561,9 @@ for x, (theta, log_post, h, log_Z) in zip(x_obs_moons, posteriors):
 # $$q_B(\theta \mid x) = \frac{q(\theta \mid x)\,\mathbb{1}[\theta \in B]}{q(B \mid x)}, \qquad
 # \mathrm{KL}(p\,\|\,q_B) = \mathrm{KL}(p\,\|\,q) + \log q(B \mid x) \;\le\; \mathrm{KL}(p\,\|\,q).$$
 #
-# Sampling $q_B$ is rejection: draw from $q$, keep the draws inside $B$. Its normaliser $q(B \mid x)$
-# is the share kept, estimated from 20,000 draws of $q$ (its standard error is printed), so
-# $\log q_B$ carries that small Monte Carlo error.
+# Sampling $q_B$ is rejection: draw from $q$, keep the draws inside $B$. Its normaliser
+# $q(B \mid x)$ is the share kept, estimated from 20,000 draws of $q$ (its standard error is
+# printed), so $\log q_B$ carries that small Monte Carlo error.
 
 # %%
 train_rng_3 = np.random.default_rng([SEED, 5])
