@@ -24,8 +24,9 @@ Layers:            elementwise.py (Affine, Exp), leaky_relu.py, permutation.py (
                    Reverse), coupling.py, autoregressive.py, spline_coupling.py,
                    spline_autoregressive.py, planar.py, radial.py, residual.py, amortised.py,
                    invert.py, continuous.py
-Their maths:       spline.py (the rational-quadratic spline), made.py (masks), mlp.py, lipschitz.py
-                   (spectral norm, LipSwish), fixed_point.py (Banach), ode.py (RK4 and friends)
+Conditioners:      made.py (masked autoregressive networks), mlp.py
+Their maths:       spline.py (the rational-quadratic spline), lipschitz.py (spectral norm,
+                   LipSwish), fixed_point.py (Banach), ode.py (RK4 and friends)
 Primitives:        affine.py, linear.py, coupling_backprop.py, spline_backprop.py,
   (backprop by     planar_backprop.py, radial_backprop.py, residual_backprop.py,
    hand, ch. 8)    field_backprop.py, amortised_backprop.py
@@ -53,7 +54,7 @@ from .residual import InvertibleResidual
 from .amortised import AmortisedAffine, AmortisedPlanar
 from .invert import Invert
 from .continuous import ContinuousFlow
-# Building blocks
+# Conditioners and maths
 from .made import made, made_degrees
 from .mlp import dense_relu, dense_tanh, mlp, mlp_init
 from .lipschitz import power_iteration, spectral_norm
@@ -88,7 +89,7 @@ __all__ = [
     "AffineAutoregressive", "RationalQuadraticSpline", "SplineCoupling", "SplineAutoregressive",
     "Planar", "planar_plain", "Radial", "radial_plain", "InvertibleResidual", "AmortisedAffine", "AmortisedPlanar",
     "Invert", "ContinuousFlow",
-    # building blocks
+    # conditioners and maths
     "made", "made_degrees", "dense_relu", "dense_tanh", "mlp", "mlp_init", "power_iteration", "spectral_norm",
     "banach_iterate",
     # flows and bases
