@@ -150,9 +150,9 @@ x_fine = np.linspace(-1.5 * B, 1.5 * B, NUM_FINE)
 y_fine, log_slope = g(x_fine)
 x_back, log_det_back = g_inverse(y_fine)
 print(f"{NUM_FINE:,} points in [-{1.5 * B:g}, {1.5 * B:g}]:")
-claim.exact("round trip, max |g^-1(g(x)) - x|", np.max(np.abs(x_back - x_fine)), 0, 1e-12)
+claim.exact("round trip, max |g^-1(g(x)) - x|", np.max(np.abs(x_back - x_fine)), 0, 1e-11)
 claim.exact("inverse log-det, max |log g'(x) + log|dg^-1/dy|(g(x))|", np.max(np.abs(log_slope + log_det_back)),
-            0, 1e-12)
+            0, 1e-10)
 print(f"smallest increment g(x_(i+1)) - g(x_i) on the grid: {np.diff(y_fine).min():.2e} > 0 "
       f"(strictly increasing); slope range {np.exp(log_slope).min():.3f} to {np.exp(log_slope).max():.3f}")
 h_fd = 1e-6
@@ -269,16 +269,12 @@ for name, target in targets.items():
 # bound) and a 1 → 32 → 32 → 47 ReLU conditioner ($3K - 1 = 47$ numbers for the one changed
 # coordinate). The affine flow gets the same budget as 8 `AffineCoupling` layers with a
 # 1 → 34 → 34 → 2 conditioner: twice as many layers, because depth is what lets affine couplings
-# bend a density. In runs outside this chapter (seeds 0-2, the recipe below) 4 layers of 49
-# did worse than 8 of 34 on both targets, and so did 6 layers of 40 (by 8-36%); 12 layers of 28
-# did better on the checkerboard (paired KL 0.17-0.19) at about 1.3 times the time per step
-# (exercise 4).
+# bend a density (the Notes at the end say which other splits were tried).
 #
 # Both train with the recipe of chapter 5: a warm-up over 50 steps to a peak step size, then a
 # cosine decay to 0, gradients clipped at length 10, fresh batches of 256, 600 steps each. Each
-# flow gets the peak step size that suited it best among 1e-2, 2e-2, 4e-2 and 6e-2 in those
-# runs: 2e-2 for the affine flow (4e-2 was no better on the checkerboard and worse on the ring)
-# and 6e-2 for the spline flow, which kept improving up to there (0.1 was no better).
+# flow gets the peak step size that suited it best: 2e-2 for the affine flow and 6e-2 for the
+# spline flow.
 
 # %%
 def make_flow(kind):
@@ -313,17 +309,17 @@ for j, (name, target) in enumerate(targets.items()):
         print(f"    {results[name, kind]['ms']:.1f} ms of CPU per step; clipped {history['clipped']} gradients")
 
 # %%
-SPLINE_KL_BOUND = {"ring": 0.025, "checkerboard": 0.08}      # set on seeds 0-19 (Notes on the numbers)
-RATIO_BOUND = {"ring": 0.15, "checkerboard": 0.5}
+SPLINE_KL_BOUND = {"ring": 0.021, "checkerboard": 0.12}      # set on seeds 0-19 (Notes on the numbers)
+RATIO_BOUND = {"ring": 0.13, "checkerboard": 0.6}
 for name in targets:
     kl = {kind: results[name, kind]["report"]["kl"] for kind in KINDS}
     claim.bound(f"{name}: spline paired KL", kl["spline"], at_most=SPLINE_KL_BOUND[name], fmt=".3f")
     claim.bound(f"{name}: spline KL / affine KL", kl["spline"] / kl["affine"], at_most=RATIO_BOUND[name], fmt=".2f")
 
 # %% [markdown]
-# **Reading the numbers.** On the ring the spline flow's paired KL is at most 0.025 and at most
-# 0.15 of the affine flow's on the same run: the affine flow ends near 0.2 (printed above). On the
-# checkerboard the spline flow reaches at most 0.08, at most half the affine flow's KL: less
+# **Reading the numbers.** On the ring the spline flow's paired KL is at most 0.021 and at most
+# 0.13 of the affine flow's on the same run: the affine flow ends near 0.2 (printed above). On the
+# checkerboard the spline flow reaches at most 0.12, at most 0.6 of the affine flow's KL: less
 # dramatic, because most of what is left there sits at the squares' edges, where the density
 # jumps and any smooth flow must round it off. Each paired KL has a standard error of a few
 # thousandths at most (printed), far below these differences.
@@ -360,7 +356,7 @@ x_ring = ring.sample(np.random.default_rng([SEED, 1, 9]), NUM_EVAL)
 distance = np.min(np.linalg.norm(x_ring[:, None, :] - ring.means[None], axis=2), axis=1)
 print(f"ring target: share farther than 3 sd from every mode {np.mean(distance > 3 * SIGMA):.4f} "
       f"(exp(-9/2) = {np.exp(-4.5):.4f})")
-claim.bound("checkerboard, spline: share of samples where p = 0", leak["checkerboard", "spline"], at_most=0.05,
+claim.bound("checkerboard, spline: share of samples where p = 0", leak["checkerboard", "spline"], at_most=0.08,
             fmt=".3f")
 claim.frequency("the affine flow leaks at least 1.5 times the spline flow's share, on both targets",
                 all(leak[name, "affine"] >= 1.5 * leak[name, "spline"] for name in targets), 20, 20)
@@ -368,10 +364,10 @@ claim.frequency("the affine flow leaks at least 1.5 times the spline flow's shar
 # %% [markdown]
 # On the ring about 2.5% of the spline flow's samples lie farther than 3 standard deviations
 # from every mode (the target: 1.1%), against 6-10% of the affine flow's (printed). On the
-# checkerboard at most 5% of the spline flow's samples land where $p = 0$, against about 10% of
+# checkerboard at most 8% of the spline flow's samples land where $p = 0$, against about 10% of
 # the affine flow's, and the affine flow leaks at least 1.5 times the spline flow's share on
 # both targets. A leaked mass $m$ alone costs at least $-\log(1 - m)$ nats of KL (chapter 5,
-# exercise 4): about 0.03-0.05 for the spline flow and 0.1 for the affine flow on the
+# exercise 4): about 0.03-0.07 for the spline flow and 0.1 for the affine flow on the
 # checkerboard, a large part of both KLs. The densities show where (the figure is seed 0's run;
 # the colour scale stops at the target's peak): the affine flow smears each mode of the ring
 # along the circle and joins neighbours by thin filaments, and it shears the checkerboard's
@@ -399,8 +395,8 @@ savefig(fig, "ch10_forward_kl.png", args.figures_dir)
 # ## 3. Reverse KL on U1-U4
 #
 # Chapter 6 fitted Rezende & Mohamed's four energies by reverse KL with stacks of four affine
-# IAF or coupling layers and reached $\mathrm{KL}(q\,\|\,p)$ of 0.065-0.470 nats, with effective
-# sample sizes from 0.3% to 72%. The shapes need a bend that depends on position: U2-U4 are waves
+# IAF or coupling layers, and stayed far from them (its run prints the KL and the ESS of each).
+# The shapes need a bend that depends on position: U2-U4 are waves
 # $z_2 \approx \sin(\pi z_1 / 2)$, U3 and U4 split into two branches, and U1 is a ring with two
 # arcs. In 2D one autoregressive spline layer is already a complete model of that kind:
 #
@@ -411,9 +407,16 @@ savefig(fig, "ch10_forward_kl.png", args.figures_dir)
 # network moves with $z_1$. With $K = 16$ bins a conditional $g_2$ can put the wave's crest anywhere
 # and split the mass into two branches; a stack of affine layers has to build the same bend from
 # shears. `SplineAutoregressive` runs in the IAF direction, so sampling $x \sim q$ and its $\log q$
-# take one pass, which is all reverse KL needs. We train it as chapter 6 did: fresh noise every
-# step, annealing from $\beta = 0.05$, warm-up and a cosine decay; `reverse_report` then gives the
-# exact KL (chapter 6's $\log Z$ by quadrature) and the ESS on 100,000 fresh samples.
+# take one pass, which is all reverse KL needs. We train it as chapter 6 did (`tinyflow.annealed_fit`):
+# fresh noise every step, $\beta$ rising from 0.05 to 1 over the first 35% of the 2,400 steps,
+# warm-up and a cosine decay; `reverse_report` then gives the exact KL (chapter 6's $\log Z$ by
+# quadrature) and the ESS on 100,000 fresh samples.
+#
+# **The bound.** Outside $[-B, B]$ the layer is the identity, so $q$'s tails there are the base's,
+# $N(0, 1)$. The envelope of U2-U4 (chapter 6) decays only like $e^{-(z_1/3)^4/2}$: about one
+# point of $p$ in a thousand has $|z_1| > 5$, and some reach past 6. With $B = 6$ the spline
+# cannot put that tail where $p$ has it, and the few samples of $q$ out there carry huge weights
+# $p/q$: the ESS of a fit with a KL of 0.0016 fell to 65%. So $B = 8$ here.
 
 # %%
 REVERSE_BINS, REVERSE_BOUND = 16, 8.0       # B = 8: room for the tails of z1 (p reaches past |z1| = 6)
@@ -428,8 +431,7 @@ log_Z = {energy.name: tinyflow.grid_log_Z(energy.log_prob, HALF_WIDTH, SPACING) 
 
 
 # set on seeds 0-19 (Notes on the numbers); U1-U4 share one recipe, each energy its own bound
-REVERSE_KL_BOUND = {"U1": 0.02, "U2": 0.02, "U3": 0.02, "U4": 0.02}
-REVERSE_ESS_BOUND = 0.90
+REVERSE_KL_BOUND = {"U1": 0.03, "U2": 0.0026, "U3": 0.05}     # U4 swings: a frequency below
 reverse_flow = tinyflow.Flow(tinyflow.StandardNormal(2),
                              [tinyflow.SplineAutoregressive(REVERSE_HIDDEN, REVERSE_BINS, REVERSE_BOUND)])
 print(f"one SplineAutoregressive layer: {tinyflow.flatten_params(reverse_flow.init(np.random.default_rng(0)))[0].size:,} "
@@ -446,11 +448,15 @@ for i, energy in enumerate(energies):
     report = tinyflow.reverse_report(reverse_flow, params, energy.log_prob, log_Z[energy.name], eval_rng, NUM_EVAL)
     reverse_fits[energy.name] = params, report
     print(tinyflow.format_reverse_report(report, f"{energy.name} spline IAF") + f"; {seconds:.1f} s CPU to train")
-    claim.bound(f"{energy.name} spline IAF KL(q||p)", report["kl"], at_most=REVERSE_KL_BOUND[energy.name], fmt=".4f")
+    if energy.name in REVERSE_KL_BOUND:
+        claim.bound(f"{energy.name} spline IAF KL(q||p)", report["kl"], at_most=REVERSE_KL_BOUND[energy.name],
+                    fmt=".4f")
+kl = {name: report["kl"] for name, (_, report) in reverse_fits.items()}
 smallest_ess = min(report["ess"] for _, report in reverse_fits.values())
-claim.bound("smallest ESS of U1-U4", smallest_ess, at_least=REVERSE_ESS_BOUND, fmt=".1%")
-claim.frequency("KL(q||p) <= 0.02 and ESS >= 90% on all four energies",
-                max(report["kl"] for _, report in reverse_fits.values()) <= 0.02 and smallest_ess >= 0.90, 20, 20)
+claim.frequency("U4 spline IAF KL(q||p) at most 0.04", kl["U4"] <= 0.04, 17, 20)
+claim.frequency("smallest ESS of U1-U4 at least 90%", smallest_ess >= 0.90, 15, 20)
+claim.frequency("KL(q||p) <= 0.02 and ESS >= 90% on all four energies", max(kl.values()) <= 0.02 and smallest_ess >= 0.90,
+                3, 20)
 
 # %%
 fig, axes = plt.subplots(2, 4, figsize=(14, 7), constrained_layout=True, sharex=True, sharey=True)
@@ -467,24 +473,22 @@ fig.suptitle(f"reverse KL: one autoregressive spline layer ({REVERSE_BINS} bins)
 savefig(fig, "ch10_reverse_kl.png", args.figures_dir)
 
 # %% [markdown]
-# **Reading the numbers.** Over seeds 0-4, with the AVX-512 kernels on and off (ten runs), one
-# autoregressive spline layer of 5,310 parameters reached $\mathrm{KL}(q\,\|\,p)$ of 0.0130-0.0207
-# on U1, 0.0009-0.0017 on U2, 0.0087-0.0165 on U3 and 0.0125-0.0288 on U4, against chapter 6's
-# 0.065-0.470 for four affine layers: ten to a hundred times closer. The ESS was 96.7-98.0% on
-# U1, 83.4-99.7% on U2, 83.1-98.4% on U3 and 87.7-97.8% on U4, against 0.3-72% in chapter 6.
-# The figure (seed 0) shows the shapes caught: both arcs of the ring, the wave, both branches of
-# U3 and U4. What is left sits at the edges of the mass: faint straight seams in U1's $q$ near
-# $z_1 = \pm 1$, where the ring's density is low, and tails of U3's and U4's branches. On U2 a KL
-# of 0.001 can go with an ESS of 83%: the ESS is ruled by the few samples where $p/q$ is largest,
-# the KL by the average of $\log q/p$.
+# **Reading the numbers.** One autoregressive spline layer of 5,310 parameters reaches
+# $\mathrm{KL}(q\,\|\,p)$ of at most 0.03 on U1, 0.0026 on U2 and 0.05 on U3 (most runs of U3
+# end near 0.014). The figure (seed 0) shows the shapes caught: both arcs of the ring, the wave,
+# both branches of U3 and U4. What is left sits at the edges of the mass: faint straight seams in
+# U1's $q$ near $z_1 = \pm 1$, where the ring's density is low, and the tails of U3's and U4's
+# branches. The ESS is ruled by the few samples where $p/q$ is largest, the KL by the average of
+# $\log q/p$, so a small KL can still go with a modest ESS.
 #
-# The goal we set was KL at most 0.02 and ESS at least 90% on every energy and every run. It
-# holds on U3 except one run's ESS (83%), on U1 except one run's KL (0.0207), and not on U4 (KL
-# up to 0.029) or U2's ESS (down to 83%). Longer training is what would reach it: in two runs
-# outside this chapter (a 200-step warm-up and annealing over half the steps), 8,000 steps instead
-# of 2,400 took U4 to a KL of 0.012 with an ESS of 98% and U3 to 0.007 and 99%, on seeds whose
-# 2,400-step fits were among the worst, for 3.3 times the training time (exercise 8).
-
+# U4 is the hard one, and its fit swings from run to run: its KL is at most 0.04 on most runs,
+# but not on all (the line above), and one run in twenty or so loses most of the second branch
+# (a KL of 0.2, an ESS below 1%). Where that branch peels off ($z_1 > 1$), $g_2$ must carry $q$
+# across a gap in which $p$ is almost zero, and every bin, even the narrowest, keeps some of
+# $q$'s mass there; where that fit is poor, reverse KL also thins $q$'s $z_1$ marginal there, so
+# the two errors come together. A KL of at most 0.02 with an ESS of at least 90% on all four
+# energies is rare with this recipe (the last line above). The Notes at the end list what was
+# tried to make U4 reliable; none of it did within this chapter's budget (exercise 8).
 
 # %% [markdown]
 # ## Summary
@@ -495,14 +499,15 @@ savefig(fig, "ch10_reverse_kl.png", args.figures_dir)
 #   closed-form root of a quadratic and its log-determinant is $\log g'$, one formula per bin;
 #   the round trip is exact to rounding error (printed above).
 # * One spline can turn one bump into several; an affine map cannot. With the same number of
-#   parameters (10,684 against 10,624) and the same 600 steps, 4 spline couplings reached a
-#   paired KL of 0.016-0.019 on the ring of 8 Gaussians, where 8 affine couplings reached
-#   0.171-0.268 (6-10% of it), and 0.047-0.069 on the checkerboard against 0.161-0.195 (27-40%),
-#   over seeds 0-4 with AVX-512 kernels on and off. What is left on the checkerboard sits at the
-#   jumps of its density, which no smooth flow makes.
-# * A spline step cost 1.1-1.7 times an affine step here, for half as many layers.
-# * In reverse KL one autoregressive spline layer fits U1-U4 to a KL of 0.0009-0.029 and an ESS
-#   of 83-100% (ten runs), where chapter 6's four affine layers reached 0.065-0.47 and 0.3-72%.
+#   parameters (10,684 against 10,624) and the same 600 steps, 4 spline couplings reach a paired
+#   KL of at most 0.021 on the ring of 8 Gaussians, at most 0.13 of what 8 affine couplings
+#   reach on the same run, and at most 0.12 on the checkerboard, at most 0.6 of the affine flow's.
+#   What is left on the checkerboard sits at the jumps of its density, which no smooth flow makes.
+# * A spline step costs more than an affine step, for half as many layers; `python -m
+#   tinyflow.benchmark` measures by how much on your machine.
+# * In reverse KL one autoregressive spline layer fits U1-U3 to a KL of at most 0.03, 0.0026 and
+#   0.05; U4 swings (at most 0.04 on most runs, not all). The spline's bound must leave room for
+#   the target's tails ($B = 8$ here), or the few samples out there ruin the ESS.
 #
 # ## Exercises
 #
@@ -516,14 +521,42 @@ savefig(fig, "ch10_reverse_kl.png", args.figures_dir)
 #    identity tails. What happens to the paired KL, and where in the plane does $q$ go wrong?
 #    And with `bound=4`, exactly the checkerboard's edge?
 # 4. Give the affine flow 12 layers of width 28 (11,112 parameters). How close does it come to
-#    the spline flow on both targets over seeds 0-4, and at what CPU time per step? Then compare
+#    the spline flow on both targets on five seeds, and at what CPU time per step? Then compare
 #    at equal time: give each flow as many steps as it can take in 10 s.
 # 5. Spend the spline flow's parameters differently: $K = 8$ with a wider conditioner, or
 #    $K = 32$ with a narrower one. Which matters more on the checkerboard, bins or width?
-# 6. Train the spline flow at the affine flow's step size, 2e-2, over seeds 0-4. How much of its
+# 6. Train the spline flow at the affine flow's step size, 2e-2, on five seeds. How much of its
 #    lead on each target remains?
 # 7. On the checkerboard the paired KL equals the gap NLL $- H$ (printed: the two agree to the
 #    last digit). Why? On the ring they differ: which has the smaller standard error, and why?
-# 8. Train section 3's spline flow for 8,000 steps instead of 2,400 on U4, seeds 0-4. How far
-#    does the worst KL fall, and the worst ESS? Then put a `Reverse` and a second
-#    `SplineAutoregressive` after the first: is depth or training time the better buy?
+# 8. Fit U2 with section 3's recipe at `bound=6` and at `bound=8` on five seeds, and print the
+#    five samples with the largest weights $p/q$ of each fit: where do they sit? Then take U4's
+#    worst seed and try 8,000 steps, or a `Reverse` and a second `SplineAutoregressive`: which
+#    brings its KL below 0.02, and does it stay there on five other seeds?
+#
+# ## Notes on the numbers
+#
+# Every bound was set on seeds 0-19 (worst value plus half the spread, rounded outward) and
+# checked on seeds 20-29 with `python chapters/seeds.py ch10 --seeds 20-29 --check`: {CHECK}.
+# Over seeds 0-19, U4's KL ran from 0.014 to 0.21 (median 0.023; above 0.04 on seeds 8, 10 and
+# 18), the smallest ESS of the four fits from 0.3% to 97% (below 90% on seeds 0, 4, 8, 10 and
+# 18), and KL at most 0.02 with ESS at least 90% on all four energies held on 3 runs: so these
+# three are frequencies. U1's KL was 0.016-0.025, U3's 0.010-0.034.
+#
+# Section 2's shapes and step sizes were chosen on seeds 0-2: 4 affine layers of width 49 did
+# worse than 8 of width 34 on both targets, and so did 6 of 40 (by 8-36%); 12 layers of 28 did
+# better on the checkerboard (paired KL 0.17-0.19) for about 1.3 times the time per step. Of the
+# peak step sizes 1e-2, 2e-2, 4e-2 and 6e-2 the affine flow did best at 2e-2 (4e-2 was no better
+# on the checkerboard and worse on the ring) and the spline flow at 6e-2 (0.1 was no better); at
+# 2e-2 the spline flow's checkerboard KL was 0.34-0.47 of the affine flow's.
+#
+# Section 3 used $B = 6$ before. On seed 6 that left U2 at a KL of 0.0016 with an ESS of 65%: one
+# sample of 100,000, at $z_1 = 5.5$, carried 0.2% of the weight. $B = 8$ took it to 99.7%. U4
+# swung with every other change, which suggests a rugged landscape rather than a missing step
+# (KL and ESS on seeds 0 and 6, $B = 8$ unless said): the recipe above 0.014 / 85%, 0.027 / 92%;
+# at $B = 6$ 0.055 / 73%, 0.019 / 96%; clipping at 10 (B = 6) 0.177 / 1%, 0.016 / 96%; annealing
+# over 20% of the steps 0.023 / 70%, 0.023 / 92%; a peak of 2e-2 0.188 / 1%, 0.038 / 95%;
+# 24 bins 0.021 / 73%, 0.041 / 89%; 32 bins 0.018 / 56%, 0.025 / 90%; no annealing 0.033 / 73%,
+# 0.021 / 93%; $B = 7$ 0.068 / 61%, 0.028 / 94%; batches of 512 for 1,200-2,000 steps
+# 0.013-0.030; 4,800 steps 0.027 / 87%, 0.058 / 87%; a second layer after a `Reverse`, 2,000
+# steps, 0.013 / 98% on seed 0 but 0.19 / 2% on seed 1.
