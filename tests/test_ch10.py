@@ -19,8 +19,9 @@ CLAIMS = {  # label: kind, in the order the chapter prints them
     "checkerboard: spline paired KL": "bound", "checkerboard: spline KL / affine KL": "bound",
     "checkerboard, spline: share of samples where p = 0": "bound",
     "the affine flow leaks at least 1.5 times the spline flow's share, on both targets": "frequency",
-    **{f"{energy} spline IAF KL(q||p)": "bound" for energy in ENERGIES},
-    "smallest ESS of U1-U4": "bound",
+    **{f"{energy} spline IAF KL(q||p)": "bound" for energy in ["U1", "U2", "U3"]},
+    "U4 spline IAF KL(q||p) at most 0.04": "frequency",          # U4 swings (Notes on the numbers)
+    "smallest ESS of U1-U4 at least 90%": "frequency",
     "KL(q||p) <= 0.02 and ESS >= 90% on all four energies": "frequency",
 }
 
@@ -44,9 +45,10 @@ def test_zero_theta_is_the_identity(run):
 
 def test_round_trip_and_inverse_log_det_are_exact_to_rounding(run):
     claims = {claim["label"]: claim for claim in claim_lines(run[0])}
-    for label in ["round trip, max |g^-1(g(x)) - x|", "inverse log-det, max |log g'(x) + log|dg^-1/dy|(g(x))|"]:
+    for label, tol in [("round trip, max |g^-1(g(x)) - x|", 1e-11),
+                       ("inverse log-det, max |log g'(x) + log|dg^-1/dy|(g(x))|", 1e-10)]:
         assert claims[label]["kind"] == "exact" and claims[label]["expected"] == 0
-        assert claims[label]["value"] <= claims[label]["tol"] == 1e-12
+        assert claims[label]["tol"] == tol and claims[label]["value"] <= 1e-12   # tol: the worst of 20 full runs
 
 
 def test_spline_is_strictly_increasing_on_the_grid(run):
