@@ -189,13 +189,14 @@ print(f"test -log p(x) = {-log_px.mean():.3f} nats per image; grid {GRID}^2 agai
       f"max difference {np.max(np.abs(log_px - coarse)):.1e}")
 claim.bound("quadrature: largest change of log p(x) from a grid half as fine", np.max(np.abs(log_px - coarse)),
             at_most=1e-4, fmt=".1e")
-claim.bound("test -log p(x) of the model, nats per image", -log_px.mean(), at_most=20.2, fmt=".2f")
+claim.bound("test -log p(x) of the model, nats per image", -log_px.mean(), at_most=23, fmt=".2f")
 print(f"prior mass outside [-5, 5]^2: {1 - (1 - math.erfc(5 / math.sqrt(2))) ** 2:.1e}")
 
 # %% [markdown]
 # The two grids agree to at most $10^{-4}$ nats per image: every $\log p(x)$ below is exact for
-# our purposes. The model needs at most 20.2 nats per test image, against 25.2 for independent
-# pixels.
+# our purposes. The model needs at most 23 nats per test image, against 25.2 for independent
+# pixels (19.4-20.2 on 18 of the 20 runs these claims were set on; on two, seeds 12 and 19, the
+# model's training settled at 21.3-21.5, and the bound covers them).
 
 # %% [markdown]
 # ## 4. R&M's Table 2 on the digits, with the decoder fixed
@@ -245,18 +246,18 @@ for kind, row in table.items():
     print(f"{kind:9s} {-row['elbo'].mean():7.3f} {-row['iwae'].mean():7.3f} {-log_px.mean():9.3f} {gap.mean():7.3f} "
           f"{np.mean(log_px - row['iwae']):7.4f} {np.median(gap):9.3f}  {gap[:tail].sum() / gap.sum():8.0%}")
 gaps = {kind: row["gap"].mean() for kind, row in table.items()}
-claim.bound("KL gap, diagonal Gaussian", gaps["Gaussian"], at_most=1.4, fmt=".3f")
+claim.bound("KL gap, diagonal Gaussian", gaps["Gaussian"], at_most=1.5, fmt=".3f")
 for K in DEPTHS:
-    claim.bound(f"KL gap, Gaussian + {K} planar steps", gaps[f"K={K}"], at_most={2: 1.2, 8: 0.9, 32: 0.58}[K],
+    claim.bound(f"KL gap, Gaussian + {K} planar steps", gaps[f"K={K}"], at_most={2: 1.3, 8: 1.0, 32: 0.7}[K],
                 fmt=".3f")
-claim.bound(f"KL gap, Gaussian + {IAF_STEPS} IAF steps", gaps["IAF"], at_most=0.9, fmt=".3f")
+claim.bound(f"KL gap, Gaussian + {IAF_STEPS} IAF steps", gaps["IAF"], at_most=1.0, fmt=".3f")
 ladder = [gaps[kind] for kind in FAMILIES[:-1]]
 claim.frequency("the KL gap shrinks at every step Gaussian > K=2 > K=8 > K=32",
-                all(a > b for a, b in zip(ladder, ladder[1:])), runs=20, of=20)
+                all(a > b for a, b in zip(ladder, ladder[1:])), runs=19, of=20)
 claim.frequency(f"{IAF_STEPS} IAF steps: a KL gap below K=2's and above K=8's",
-                gaps["K=2"] > gaps["IAF"] > gaps["K=8"], runs=20, of=20)
+                gaps["K=2"] > gaps["IAF"] > gaps["K=8"], runs=19, of=20)
 claim.bound("the largest shortfall of L_k from log p(x) among the five q",
-            max(np.mean(log_px - row["iwae"]) for row in table.values()), at_most=0.22, fmt=".3f")
+            max(np.mean(log_px - row["iwae"]) for row in table.values()), at_most=0.27, fmt=".3f")
 jensen = all(np.all(row["elbo"] <= row["iwae"] + 1e-12) for row in table.values())     # same draws: always
 excess = {kind: (row["iwae"] - log_px).mean() / ((row["iwae"] - log_px).std(ddof=1) / np.sqrt(len(log_px)))
           for kind, row in table.items()}      # E L_k <= log p(x); the mean of 364 images may sit a little above
@@ -279,17 +280,23 @@ savefig(fig, "ch16_bounds.png", args.figures_dir)
 
 # %% [markdown]
 # **Reading the table.** The ELBO rises towards $\log p(x)$ as $q$ grows richer, and the KL gap
-# falls with it: at most 1.4 nats per image for the diagonal Gaussian, then 1.2, 0.9 and 0.58
-# with 2, 8 and 32 planar steps, and each step of that ladder lowered the gap on every one of the
-# 20 runs these claims were set on. (The bounds must hold on your run too, so they sit above any
-# one run's values; the ladder is the lesson.) Two IAF steps land between 2 and 8 planar steps.
-# This is the trend of R&M's Table 2, with the gap itself graded instead of a bound.
+# falls with it: at most 1.5 nats per image for the diagonal Gaussian, then 1.3, 1.0 and
+# 0.7 with 2, 8 and 32 planar steps (bounds that hold on any run; the medians of the 20 runs these
+# claims were set on are 0.89, 0.69, 0.47 and 0.39). The ladder is the lesson: each
+# step of it lowered the gap on 19 of the 20 runs. Two IAF steps land between 2 and 8 planar
+# steps (on 19 of 20; median gap 0.54). This is the trend of R&M's Table 2, with the gap
+# itself graded instead of a bound. The two exceptions came from the two runs whose model trained
+# worst (section 3): on seed 12, 32 planar steps ended above 8 (0.526 against 0.500), and on seed
+# 19 the IAF above 2 planar steps. A worse decoder has posteriors that are harder to fit, and the
+# same 800 fitting steps then do not carry the deeper or the autoregressive $q$ past the next rung.
 #
-# $\mathcal{L}_{1000}$ is far tighter than any ELBO: it misses $\log p(x)$ by at most 0.22 nats
-# per image for every $q$. A thousand draws reweighted by $w$ recover most of what $q$ misses,
+# $\mathcal{L}_{1000}$ is far tighter than any ELBO: it misses $\log p(x)$ by at most 0.27 nats
+# per image for every $q$ (on every image $\mathcal{L}_{1000} \ge$ ELBO, by Jensen with the same
+# draws; $\mathcal{L}_{1000} \le \log p(x)$ only on average, so the run checks it in standard
+# errors). A thousand draws reweighted by $w$ recover most of what $q$ misses,
 # and the closer $q$ is, the faster: the shortfall shrinks like $\mathrm{Var}(w / p(x)) / 2k$.
 # The median image's gap is well below the mean (the "median KL" column): a tail of test images
-# carries the mean, the worst 5% of them about a third of it (the last column).
+# carries the mean, the worst 5% of them a third or more of it (the last column).
 #
 # What no family closes is the part of the gap the *encoder* causes: $q$ is one network for all
 # images, and it places and shapes each test image's posterior less well than a $q$ fitted to
@@ -355,12 +362,12 @@ print(f"binarised digits: independent pixels {independent.mean() * to_bits:.4f},
       f"({1 - vae_bits / (independent.mean() * to_bits):.0%} below independent pixels)")
 print(f"17-level digits (chapter 12): independent pixels {hist17.mean() * to_bits:.4f}, spline MAF at most "
       f"{CHAPTER12_SPLINE_MAF} bits/dim (at least {1 - CHAPTER12_SPLINE_MAF / (hist17.mean() * to_bits):.0%} below)")
-claim.bound("VAE: test -log p(x) in bits/dim (binarised digits)", vae_bits, at_most=0.455, fmt=".3f")
+claim.bound("VAE: test -log p(x) in bits/dim (binarised digits)", vae_bits, at_most=0.51, fmt=".3f")
 
 # %% [markdown]
 # The numbers sit on the same test images but are **not comparable**. A binarised pixel carries
 # at most 1 bit, a 17-level one $\log_2 17 = 4.09$; binarising throws most of that away, so the
-# VAE's at most 0.455 bits/dim is not "four times better" than chapter 12's flows. The two also
+# VAE's at most 0.51 bits/dim is not "four times better" than chapter 12's flows. The two also
 # measure different things: chapter 12 reports a dequantised density, an upper bound on its
 # discrete model's code length, while here $-\log p(x)$ is the discrete model's own, exact to
 # quadrature. What compares is each model against its own data's simplest baseline, independent
@@ -417,10 +424,10 @@ print(f"chapter CPU time: {time.process_time() - START:.0f} s")
 #   IAF step. `bounds.log_weights` draws $z$ and $\log q(z \mid x)$ in one forward pass.
 # * With a 2-D latent, quadrature gives $\log p(x)$ exactly, so the ELBO's gap,
 #   $\mathrm{KL}(q \,\|\, p(z \mid x))$, is graded, not estimated. With the decoder fixed it
-#   falls from at most 1.4 nats per image (diagonal Gaussian) to 1.2, 0.9 and 0.58 with 2, 8
-#   and 32 planar steps, at every step of the ladder on every run; 2 IAF steps land between 2
-#   and 8 planar steps.
-# * $\mathcal{L}_{1000}$ misses $\log p(x)$ by at most 0.22 nats for every $q$: importance
+#   falls from at most 1.5 nats per image (diagonal Gaussian) to 1.3, 1.0 and 0.7 with 2, 8
+#   and 32 planar steps, each step of the ladder lower on 19 of 20 runs; 2 IAF steps land
+#   between 2 and 8 planar steps on 19 of 20.
+# * $\mathcal{L}_{1000}$ misses $\log p(x)$ by at most 0.27 nats for every $q$: importance
 #   weighting recovers most of what the ELBO loses.
 # * The part of the gap the encoder causes (amortisation) stays whatever the flow: a few test
 #   images the encoder places badly carry much of the mean.
@@ -448,13 +455,32 @@ print(f"chapter CPU time: {time.process_time() - START:.0f} s")
 #
 # ## Notes on the numbers
 #
-# Bounds were set on seeds 0-19 (worst value plus half the spread, rounded outward) and checked
-# on seeds 20-29 with `python chapters/seeds.py ch16 --seeds 20-29 --check`: CHECKING.
+# Bounds were set on seeds 0-19 (worst value plus half the spread, rounded outward) and frequencies
+# counted there; the quadrature's $10^{-4}$ is a tolerance, 2.5 times the largest change seen.
+# Checked on seeds 20-24 with `python chapters/seeds.py ch16 --seeds 20-24 --check`: CHECKING.
 #
-# Beside R&M's Table 2 (binarised MNIST, 40 latents, a model trained per family; their bound on
-# $-\ln p(x)$: 89.9 nats with no flow, 87.5 / 86.5 / 85.7 / 85.1 with K = 10 / 20 / 40 / 80),
-# ours differs in kind: the digits, 2 latents, one decoder, and the gap graded exactly. The
-# trends agree: every richer $q$ closes more of the gap, by less with each step.
+# **Beside R&M's Table 2.** Theirs: binarised MNIST, 40 latents, one model trained per family,
+# a bound on $-\ln p(x)$ in nats. Ours: the binarised digits, 2 latents, one decoder for every
+# family, the gap $\mathrm{KL}(q \,\|\, p(z \mid x))$ graded exactly (20 runs: median, range; the
+# gain over the Gaussian is the median of the per-run differences). Compare trends, not values.
+#
+# | $q(z \mid x)$ | R&M: bound on $-\ln p(x)$ (gain) | here: KL gap | here: gain over the Gaussian |
+# |---|---|---|---|
+# | diagonal Gaussian | 89.9 | 0.89 (0.66-1.19) | |
+# | + 2 planar steps | | 0.69 (0.45-1.00) | 0.22 (25%) |
+# | + 8 planar steps | | 0.47 (0.29-0.70) | 0.44 (49%) |
+# | + 10 / 20 planar steps | 87.5 (2.4) / 86.5 (3.4) | | |
+# | + 32 planar steps | | 0.39 (0.28-0.54) | 0.52 (58%) |
+# | + 40 / 80 planar steps | 85.7 (4.2) / 85.1 (4.8) | | |
+# | + 2 IAF steps | | 0.54 (0.36-0.74) | 0.36 (41%) |
+#
+# The trends agree: more planar steps close more of the gap, with diminishing returns: here 32
+# steps gain a median 0.08 nats over 8, where 8 gained 0.22 over 2; R&M's 80 gain 0.6 over 40,
+# where 20 gained 1.0 over 10. The scales differ: R&M's gains mix a better posterior with a
+# model trained to suit it, ours are the posterior's alone with the model fixed, and on 2
+# latents the flows close about half of the Gaussian's gap, the rest being the encoder's
+# (amortisation, section 4) and a few images that no $q$ places well. The ladder held on 19 of 20
+# runs, not all: the exception (seed 12) is a model trained worse than the rest (section 4).
 #
 # Tuning, on seeds 0-2 outside this chapter. (1) The decoder: trained with a diagonal Gaussian
 # $q$, the best Gaussian fitted to each test image alone missed its posterior by 0.14 nats on
