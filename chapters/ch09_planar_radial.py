@@ -334,7 +334,6 @@ ESS = {cell: report["ess"] for cell, (_, _, report, _) in fits.items()}
 claim.bound("U1 planar K=32 KL(q||p)", KL["U1", "planar", 32], at_most=0.07, fmt=".3f")
 claim.bound("U2 planar K=32 KL(q||p)", KL["U2", "planar", 32], at_most=0.06, fmt=".3f")
 claim.bound("U1 planar K=32 ESS", ESS["U1", "planar", 32], at_least=0.9, fmt=".1%")
-claim.bound("U2 planar K=32 ESS", ESS["U2", "planar", 32], at_least=0.5, fmt=".1%")
 claim.bound("largest KL(q||p) of the eight K = 32 fits", max(KL[cell] for cell in KL if cell[2] == 32),
             at_most=0.37, fmt=".3f")
 claim.frequency("two radial layers fit U1 better than two planar ones", KL["U1", "radial", 2] < KL["U1", "planar", 2],
@@ -372,7 +371,7 @@ savefig(fig, "ch09_figure3.png", args.figures_dir)
 # **Depth is what a planar flow needs.** Two planar layers make little more than a Gaussian with
 # a crease or two (on U1 they often hold one arc only). Thirty-two of them, given 600 steps,
 # come within 0.1 nats of U1 and U2 on every run measured: at most 0.07 on U1 and 0.06 on U2,
-# with an ESS of at least 90% on U1 and 50% on U2. U3 and U4 are harder, but no K = 32 fit of
+# with an ESS of at least 90% on U1. U3 and U4 are harder, but no K = 32 fit of
 # either family ends further than 0.37 nats from its target; the furthest is 32 radial layers
 # on U4, whose second branch reverse KL's mode seeking (chapter 6) leaves thin.
 #
@@ -381,9 +380,10 @@ savefig(fig, "ch09_figure3.png", args.figures_dir)
 # which a planar layer makes and a radial one does not, so eight planar layers fit U2 better
 # than eight radial ones (the two lessons above, with the share of runs they held on).
 #
-# **ESS.** Outside the planar fits of U1 and U2 the effective sample size is a fickle judge: in
-# one cell it moves between a few percent and over 50% from run to run while the KL moves by
-# hundredths, because it is ruled by the few points where $q$ is far too small. So the text
+# **ESS.** Outside the planar fit of U1 the effective sample size is a fickle judge: in one
+# cell it moves between a few percent and over 50% from run to run while the KL moves by
+# hundredths, because it is ruled by the few points where $q$ is far too small; even the planar
+# fit of U2, within 0.06 nats, has an ESS above 80% on most runs and 35% on some. So the text
 # states no other ESS; the table prints them all. Nor does a high ESS mean that $q$ has found
 # all of $p$: on 2 of the 10 runs that set the claim, a cell with an ESS above 50% put log Z by
 # importance sampling more than 0.05 from the quadrature, once by 0.69, about log 2, the mark of a
@@ -575,7 +575,11 @@ print(f"chapter ran in {time.perf_counter() - start:.1f} s")
 #
 # The claims were set on seeds 0-9 (`python chapters/seeds.py ch09 --seeds 0-9`; bounds by the
 # rule in `tinyflow/claims.py`, frequencies from the yes-counts) and checked on seeds 20-29,
-# which set nothing (`python chapters/seeds.py ch09 --seeds 20-29 --check`): CHECK-RESULT.
+# which set nothing (`python chapters/seeds.py ch09 --seeds 20-29 --check`): 132 values
+# (seeds 20-29, and 20-21 again with numpy's AVX-512 kernels off, `--cpus both`, which moved
+# values in the last digits only), 1 outside: seed 24's planar fit of U2 reached a KL of 0.026
+# with an ESS of 35%, against a stated ESS of at least 50%. That claim is gone (even there the
+# ESS swings), and the claims left were checked again on fresh seeds 30-35: CHECK-30.
 # Ten set runs, not the project's twenty: a full run took six to eleven minutes of wall time on
 # the shared machine the sweeps ran on. The $z$ bounds need no runs: 3.09 is the 99.9th
 # percentile of $N(0, 1)$.

@@ -22,7 +22,6 @@ CLAIMS = {
     "U1 planar K=32 KL(q||p)": "bound",
     "U2 planar K=32 KL(q||p)": "bound",
     "U1 planar K=32 ESS": "bound",
-    "U2 planar K=32 ESS": "bound",
     "largest KL(q||p) of the eight K = 32 fits": "bound",
     "two radial layers fit U1 better than two planar ones": "frequency",
     "eight planar layers fit U2 better than eight radial ones": "frequency",
