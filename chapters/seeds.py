@@ -29,7 +29,7 @@ import os
 import statistics
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from run_all import CHAPTERS, run
@@ -155,6 +155,16 @@ def tabulate(name, runs):
     return printed, flagged, failures
 
 
+def collect(cases, results):
+    """{chapter: {"s<seed>[/on|/off]": run}} for the runs done so far, in the order of cases."""
+    tables = {}
+    for chapter, seed, cpu in cases:
+        if (chapter, seed, cpu) in results:
+            tables.setdefault(chapter.name, {})[f"s{seed}{'' if cpu == 'native' else '/' + cpu}"] = \
+                results[chapter, seed, cpu]
+    return tables
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("chapters", nargs="*", help="chapter names or prefixes, e.g. ch05 (default: all)")
@@ -178,11 +188,14 @@ def main(argv=None):
         if args.cpus == "both" and cpus == ["native"]:
             print("this CPU has no AVX-512: each seed runs once, with numpy's native kernels")
         cases = [(c, s, cpu) for c in chapters for cpu in cpus for s in seed_list(args.seeds)]
+        results = {}
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-            results = list(pool.map(lambda case: run_once(*case, args.quick), cases))
-        tables = {}
-        for (chapter, seed, cpu), result in zip(cases, results):
-            tables.setdefault(chapter.name, {})[f"s{seed}{'' if cpu == 'native' else '/' + cpu}"] = result
+            futures = {pool.submit(run_once, *case, args.quick): case for case in cases}
+            for future in as_completed(futures):        # saved after every run: a stopped sweep keeps its runs
+                results[futures[future]] = future.result()
+                if args.json:
+                    Path(args.json).write_text(json.dumps(collect(cases, results), indent=1))
+        tables = collect(cases, results)
     if args.json:
         Path(args.json).write_text(json.dumps(tables, indent=1))
         print(f"wrote {args.json}")
