@@ -10,10 +10,6 @@ from tinyflow.claims import parse
 
 CHAPTERS = Path(__file__).resolve().parents[1] / "chapters"
 NUMBER = r"([-+]?[\d.]+(?:e[-+]?\d+)?)"          # one printed number, captured: 0.0123, -4, 1.2e-05
-# the line tinyflow.claims prints in a --quick run for every result the chapter's text states
-# (the first claims' two-sided form; chapters now use claim_lines)
-CLAIM = re.compile(r"^(.+?): \S+ \(text, full run: \S+ to \S+ over seeds 0-4; "
-                   r"a --quick run is not compared\)$", re.MULTILINE)
 
 
 def claim_lines(text):

@@ -85,13 +85,6 @@ class Claims:
         print(line)
         return line
 
-    def __call__(self, label, value, low, high, fmt=".4f"):
-        """The seeds 0-4 range of the first claims, until every chapter states its kind."""
-        value, low, high = float(value), float(low), float(high)
-        kept = _shown(low, fmt) <= _shown(value, fmt) <= _shown(high, fmt)
-        return self._line(label, format(value, fmt), f"{low:{fmt}} to {high:{fmt}} over seeds 0-4", kept,
-                          "outside the text's range")
-
     def _line(self, label, value, text, kept, flag):
         if self.quick:
             line = f"{label}: {value} (text, full run: {text}; a --quick run is not compared)"
@@ -111,7 +104,7 @@ _NUMBER = r"\S+"
 _VALUED = re.compile(rf"^(?P<label>.+?): (?P<value>{_NUMBER}) \(text(?P<quick>, full run)?: "
                      rf"(?:(?P<side>at most|at least) (?P<limit>{_NUMBER})"
                      rf"|(?P<expected>{_NUMBER}) within (?P<tol>{_NUMBER})"
-                     rf"|(?P<low>{_NUMBER}) to (?P<high>{_NUMBER})(?: over seeds 0-4)?)"
+                     rf"|(?P<low>{_NUMBER}) to (?P<high>{_NUMBER}))"
                      rf"(?:; a --quick run is not compared)?\)(?P<flagged>  {FLAG} .*)?$")
 _FREQUENCY = re.compile(r"^(?P<label>.+?): on (?P<runs>\d+) of (?P<of>\d+) runs; "
                         r"this run(?P<quick> \(--quick, not compared\))?: (?P<answer>yes|no)")
