@@ -240,24 +240,27 @@ for kind in FAMILIES:
     table[kind] = {"elbo": lower, "iwae": iwae, "gap": log_px - lower, "ms": 1000 * cpu / FIT_STEPS}
 tail = len(x_test) // 20                      # the worst 5% of the test images
 print(f"{'q(z | x)':9s} {'-ELBO':>7s} {f'-L_{K_IWAE}':>7s} {'-log p(x)':>9s} {'KL gap':>7s} {'L gap':>7s}"
-      f" {'median KL':>9s}  {'worst 5%':>8s}")
+      f" {'median KL':>9s} {'median L':>8s}  {'worst 5%':>8s}")
 for kind, row in table.items():
     gap = np.sort(row["gap"])[::-1]
     print(f"{kind:9s} {-row['elbo'].mean():7.3f} {-row['iwae'].mean():7.3f} {-log_px.mean():9.3f} {gap.mean():7.3f} "
-          f"{np.mean(log_px - row['iwae']):7.4f} {np.median(gap):9.3f}  {gap[:tail].sum() / gap.sum():8.0%}")
-gaps = {kind: row["gap"].mean() for kind, row in table.items()}
-claim.bound("KL gap, diagonal Gaussian", gaps["Gaussian"], at_most=1.5, fmt=".3f")
+          f"{np.mean(log_px - row['iwae']):7.4f} {np.median(gap):9.3f} {np.median(log_px - row['iwae']):8.4f}  "
+          f"{gap[:tail].sum() / gap.sum():8.0%}")
+gaps = {kind: np.median(row["gap"]) for kind, row in table.items()}      # the median test image's KL gap
+claim.bound("median image's KL gap, diagonal Gaussian", gaps["Gaussian"], at_most=0.7, fmt=".3f")
 for K in DEPTHS:
-    claim.bound(f"KL gap, Gaussian + {K} planar steps", gaps[f"K={K}"], at_most={2: 1.3, 8: 1.0, 32: 0.7}[K],
-                fmt=".3f")
-claim.bound(f"KL gap, Gaussian + {IAF_STEPS} IAF steps", gaps["IAF"], at_most=1.0, fmt=".3f")
-ladder = [gaps[kind] for kind in FAMILIES[:-1]]
-claim.frequency("the KL gap shrinks at every step Gaussian > K=2 > K=8 > K=32",
-                all(a > b for a, b in zip(ladder, ladder[1:])), runs=19, of=20)
-claim.frequency(f"{IAF_STEPS} IAF steps: a KL gap below K=2's and above K=8's",
+    claim.bound(f"median image's KL gap, Gaussian + {K} planar steps", gaps[f"K={K}"],
+                at_most={2: 0.7, 8: 0.45, 32: 0.26}[K], fmt=".3f")
+claim.bound(f"median image's KL gap, Gaussian + {IAF_STEPS} IAF steps", gaps["IAF"], at_most=0.45, fmt=".3f")
+claim.frequency("median image's KL gap: Gaussian > K=2 > K=8",
+                gaps["Gaussian"] > gaps["K=2"] > gaps["K=8"], runs=20, of=20)
+claim.frequency("median image's KL gap: K=32 below the Gaussian's and K=2's",
+                gaps["K=32"] < min(gaps["Gaussian"], gaps["K=2"]), runs=20, of=20)
+claim.frequency("median image's KL gap: K=32 below K=8", gaps["K=32"] < gaps["K=8"], runs=20, of=20)
+claim.frequency(f"median image's KL gap: {IAF_STEPS} IAF steps below K=2 and above K=8",
                 gaps["K=2"] > gaps["IAF"] > gaps["K=8"], runs=19, of=20)
-claim.bound("the largest shortfall of L_k from log p(x) among the five q",
-            max(np.mean(log_px - row["iwae"]) for row in table.values()), at_most=0.27, fmt=".3f")
+claim.bound("median image's shortfall of L_k from log p(x), the largest among the five q",
+            max(np.median(log_px - row["iwae"]) for row in table.values()), at_most=0.036, fmt=".4f")
 jensen = all(np.all(row["elbo"] <= row["iwae"] + 1e-12) for row in table.values())     # same draws: always
 excess = {kind: (row["iwae"] - log_px).mean() / ((row["iwae"] - log_px).std(ddof=1) / np.sqrt(len(log_px)))
           for kind, row in table.items()}      # E L_k <= log p(x); the mean of 364 images may sit a little above

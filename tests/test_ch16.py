@@ -12,14 +12,16 @@ FIGURES = ["ch16_posterior.png", "ch16_bounds.png"]
 FAMILIES = ["Gaussian", "K=2", "K=8", "K=32", "IAF"]
 KINDS = {"quadrature: largest change of log p(x) from a grid half as fine": "bound",
          "test -log p(x) of the model, nats per image": "bound",
-         "KL gap, diagonal Gaussian": "bound",
-         "KL gap, Gaussian + 2 planar steps": "bound",
-         "KL gap, Gaussian + 8 planar steps": "bound",
-         "KL gap, Gaussian + 32 planar steps": "bound",
-         "KL gap, Gaussian + 2 IAF steps": "bound",
-         "the KL gap shrinks at every step Gaussian > K=2 > K=8 > K=32": "frequency",
-         "2 IAF steps: a KL gap below K=2's and above K=8's": "frequency",
-         "the largest shortfall of L_k from log p(x) among the five q": "bound",
+         "median image's KL gap, diagonal Gaussian": "bound",
+         "median image's KL gap, Gaussian + 2 planar steps": "bound",
+         "median image's KL gap, Gaussian + 8 planar steps": "bound",
+         "median image's KL gap, Gaussian + 32 planar steps": "bound",
+         "median image's KL gap, Gaussian + 2 IAF steps": "bound",
+         "median image's KL gap: Gaussian > K=2 > K=8": "frequency",
+         "median image's KL gap: K=32 below the Gaussian's and K=2's": "frequency",
+         "median image's KL gap: K=32 below K=8": "frequency",
+         "median image's KL gap: 2 IAF steps below K=2 and above K=8": "frequency",
+         "median image's shortfall of L_k from log p(x), the largest among the five q": "bound",
          "VAE: test -log p(x) in bits/dim (binarised digits)": "bound"}
 
 
@@ -30,11 +32,12 @@ def run(tmp_path_factory):
 
 
 def table(stdout):
-    """The rows of section 4's table: family -> (-ELBO, -L_k, -log p(x), KL gap, L gap, median KL gap)."""
+    """The rows of section 4's table: family -> (-ELBO, -L_k, -log p(x), mean KL gap, mean L gap, median KL gap,
+    median L gap)."""
     rows = {}
     for family in FAMILIES:
         rows[family] = numbers(rf"(?m)^{re.escape(family)} +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER}"
-                               rf" +\d+%$", stdout)
+                               rf" +{NUMBER} +\d+%$", stdout)
     return rows
 
 
@@ -56,11 +59,11 @@ def test_bounds_are_ordered_for_every_family(run):
     expectation: after --quick's 30 steps q is close to the prior and to the posterior, L_k sits within noise of
     log p(x), and its mean may land a little above it. So that side is checked in standard errors."""
     stdout = run[0]
-    for family, (neg_elbo, neg_iwae, neg_log_px, kl_gap, l_gap, _) in table(stdout).items():
+    for family, (neg_elbo, neg_iwae, neg_log_px, kl_gap, l_gap, median_gap, _) in table(stdout).items():
         assert neg_elbo >= neg_iwae, family
         assert neg_iwae >= neg_log_px - 0.01, family
         assert kl_gap == pytest.approx(neg_elbo - neg_log_px, abs=2e-3), family
-        assert kl_gap >= -0.01 and l_gap >= -0.01, family
+        assert kl_gap >= -0.01 and l_gap >= -0.01 and median_gap >= -0.01, family
     assert re.search(r"ELBO <= L_\d+ on every test image, for every family \(Jensen, the same draws\): True", stdout)
     line = re.search(r"mean L_\d+ - log p\(x\) in standard errors .*: (.*)", stdout)
     z = dict(part.split(" ") for part in line.group(1).split(", "))
@@ -68,12 +71,14 @@ def test_bounds_are_ordered_for_every_family(run):
 
 
 def test_the_claims_state_the_tables_numbers(run):
+    """The claims are on the median test image (robust to one image that q misses by hundreds of nats)."""
     rows, claims = table(run[0]), {c["label"]: c for c in claim_lines(run[0])}
-    for family, label in [("Gaussian", "KL gap, diagonal Gaussian"), ("K=2", "KL gap, Gaussian + 2 planar steps"),
-                          ("K=32", "KL gap, Gaussian + 32 planar steps"), ("IAF", "KL gap, Gaussian + 2 IAF steps")]:
-        assert claims[label]["value"] == pytest.approx(rows[family][3], abs=1e-3), family
-    shortfall = claims["the largest shortfall of L_k from log p(x) among the five q"]["value"]
-    assert shortfall == pytest.approx(max(row[4] for row in rows.values()), abs=1e-3)
+    for family, label in [("Gaussian", "diagonal Gaussian"), ("K=2", "Gaussian + 2 planar steps"),
+                          ("K=8", "Gaussian + 8 planar steps"), ("K=32", "Gaussian + 32 planar steps"),
+                          ("IAF", "Gaussian + 2 IAF steps")]:
+        assert claims[f"median image's KL gap, {label}"]["value"] == pytest.approx(rows[family][5], abs=1e-3), family
+    shortfall = claims["median image's shortfall of L_k from log p(x), the largest among the five q"]["value"]
+    assert shortfall == pytest.approx(max(row[6] for row in rows.values()), abs=1e-4)
 
 
 def test_every_family_shares_one_log_p_x(run):
