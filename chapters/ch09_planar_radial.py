@@ -332,20 +332,20 @@ for energy in energies:
 KL = {(name, family, K): report["kl"] for (name, family, K), (_, _, report, _) in fits.items()}
 ESS = {cell: report["ess"] for cell, (_, _, report, _) in fits.items()}
 claim.bound("U1 planar K=32 KL(q||p)", KL["U1", "planar", 32], at_most=0.07, fmt=".3f")
-claim.bound("U2 planar K=32 KL(q||p)", KL["U2", "planar", 32], at_most=0.06, fmt=".3f")
+claim.bound("U2 planar K=32 KL(q||p)", KL["U2", "planar", 32], at_most=0.13, fmt=".3f")
 claim.bound("U1 planar K=32 ESS", ESS["U1", "planar", 32], at_least=0.9, fmt=".1%")
 claim.bound("largest KL(q||p) of the eight K = 32 fits", max(KL[cell] for cell in KL if cell[2] == 32),
-            at_most=0.37, fmt=".3f")
+            at_most=0.39, fmt=".3f")
 claim.frequency("two radial layers fit U1 better than two planar ones", KL["U1", "radial", 2] < KL["U1", "planar", 2],
-                10, 10)
+                20, 20)
 claim.frequency("eight planar layers fit U2 better than eight radial ones", KL["U2", "planar", 8] < KL["U2", "radial", 8],
-                9, 10)
+                18, 20)
 good = [(cell, r) for cell, (_, _, r, _) in fits.items() if r["ess"] > 0.5]
 gap, (name, family, K) = max(((abs(r["log_Z_is"] - r["log_Z"]), cell) for cell, r in good),
                              default=(float("nan"), ("none", "", 0)))
 print(f"{len(good)} of {len(fits)} cells have an ESS above 50%; among them log Z by IS is at most {gap:.4f} "
       f"from the quadrature ({name} {family} K={K})")
-claim.frequency("log Z by IS within 0.05 of the quadrature in every cell whose ESS is above 50%", gap <= 0.05, 8, 10)
+claim.frequency("log Z by IS within 0.05 of the quadrature in every cell whose ESS is above 50%", gap <= 0.05, 17, 20)
 
 # %%
 def window(name):
@@ -370,9 +370,9 @@ savefig(fig, "ch09_figure3.png", args.figures_dir)
 # %% [markdown]
 # **Depth is what a planar flow needs.** Two planar layers make little more than a Gaussian with
 # a crease or two (on U1 they often hold one arc only). Thirty-two of them, given 600 steps,
-# come within 0.1 nats of U1 and U2 on every run measured: at most 0.07 on U1 and 0.06 on U2,
+# come within 0.1 nats of U1 and U2 on every run measured (the bounds: 0.07 on U1, 0.13 on U2),
 # with an ESS of at least 90% on U1. U3 and U4 are harder, but no K = 32 fit of
-# either family ends further than 0.37 nats from its target; the furthest is 32 radial layers
+# either family ends further than 0.39 nats from its target; the furthest is 32 radial layers
 # on U4, whose second branch reverse KL's mode seeking (chapter 6) leaves thin.
 #
 # **Radial flows** suit round shapes and not waves. A radial layer acts around one point, so two
@@ -383,9 +383,9 @@ savefig(fig, "ch09_figure3.png", args.figures_dir)
 # **ESS.** Outside the planar fit of U1 the effective sample size is a fickle judge: in one
 # cell it moves between a few percent and over 50% from run to run while the KL moves by
 # hundredths, because it is ruled by the few points where $q$ is far too small; even the planar
-# fit of U2, within 0.06 nats, has an ESS above 80% on most runs and 35% on some. So the text
+# fit of U2, within 0.1 nats, has an ESS above 80% on most runs and 35% on some. So the text
 # states no other ESS; the table prints them all. Nor does a high ESS mean that $q$ has found
-# all of $p$: on 2 of the 10 runs that set the claim, a cell with an ESS above 50% put log Z by
+# all of $p$: on 3 of the 20 runs that set the claim, a cell with an ESS above 50% put log Z by
 # importance sampling more than 0.05 from the quadrature, once by 0.69, about log 2, the mark of a
 # $q$ that sits on one of two equal modes (the line above names this run's worst cell).
 # Importance sampling cannot weigh what $q$ never draws.
@@ -454,7 +454,7 @@ for family in FAMILIES:
     inverse_panels[family] = (mass / BOX ** 2, counts / NUM_HIST / BOX ** 2, residual,
                               grid_points["log_q"].reshape(side, side).T)
 claim.frequency("the same test rejects the density without the log-dets (z above 3.09), for both flows",
-                all(rejected.values()), 10, 10)
+                all(rejected.values()), 20, 20)
 claim.exact("largest max |f(f^-1(x)) - x| of the two flows", max(round_trips.values()), 0, 1e-12)
 claim.exact("largest max |log q by inversion - log q forward| of the two flows", max(two_routes.values()), 0, 1e-12)
 
@@ -483,7 +483,7 @@ savefig(fig, "ch09_inverse.png", args.figures_dir)
 # %% [markdown]
 # The density from the inverses and the histogram of the forward samples are the same picture:
 # both $\chi^2$ scores stay below 3.09, as a right density's do on 999 runs in 1000 (on the ten
-# runs that set the claims they lay between -2.8 and 1.8). Without the log-dets the same test
+# runs that set the claims they lay between -2.9 and 1.8). Without the log-dets the same test
 # gives $z$ far above 3.09 on every run: it can tell a wrong density. The round trips are exact
 # to rounding, within about 2e-13, though the planar flow gets there through 32 Newton solves in
 # a row, each stopped at its own rounding error (`tinyflow/planar.py` tabulates the solver).
@@ -524,7 +524,7 @@ fig.tight_layout()
 savefig(fig, "ch09_kl_vs_depth.png", args.figures_dir)
 names = [energy.name for energy in energies]
 claim.frequency("the KL falls from K = 2 to K = 32 on all four energies, for both families",
-                all(KL[name, family, 2] > KL[name, family, 32] for name in names for family in FAMILIES), 10, 10)
+                all(KL[name, family, 2] > KL[name, family, 32] for name in names for family in FAMILIES), 20, 20)
 print(f"chapter ran in {time.perf_counter() - start:.1f} s")
 
 # %% [markdown]
@@ -544,8 +544,8 @@ print(f"chapter ran in {time.perf_counter() - start:.1f} s")
 # * Written as one autograd primitive each, with the backprop by hand (chapter 8), a layer
 #   records one node instead of about thirty, with the same gradient to rounding.
 # * With log Z known, the paper's Figure 3 becomes a table of exact KLs. 32 planar layers,
-#   trained for 600 steps, come within 0.07 nats of U1 and 0.06 of U2; no K = 32 fit ends further
-#   than 0.37 from its target. Radial flows suit round shapes (U1 with K = 2), planar ones waves
+#   trained for 600 steps, come within 0.07 nats of U1 and 0.13 of U2; no K = 32 fit ends further
+#   than 0.39 from its target. Radial flows suit round shapes (U1 with K = 2), planar ones waves
 #   (U2 with K = 8).
 # * The ESS is a fickle judge of a fit, and a blind one to the modes $q$ never visits.
 # * The density computed through the inverses matches a histogram of forward samples to Poisson
@@ -573,17 +573,18 @@ print(f"chapter ran in {time.perf_counter() - start:.1f} s")
 #
 # ## Notes on the numbers
 #
-# The claims were set on seeds 0-9 (`python chapters/seeds.py ch09 --seeds 0-9`; bounds by the
-# rule in `tinyflow/claims.py`, frequencies from the yes-counts) and checked on seeds 20-29,
-# which set nothing (`python chapters/seeds.py ch09 --seeds 20-29 --check`): 132 values
-# (seeds 20-29, and 20-21 again with numpy's AVX-512 kernels off, `--cpus both`: other
-# trajectories, KLs up to 0.007 apart, with no systematic shift), 1 outside: seed 24's planar fit of U2 reached a KL of 0.026
-# with an ESS of 35%, against a stated ESS of at least 50%. That claim is gone (even there the
-# ESS swings), and the claims left were checked again on fresh seeds 30-35: 60 values, 0 outside.
-# Over the sixteen held-out seeds the K = 32 planar KL was 0.014-0.046 on U1 and 0.004-0.059 on U2.
-# Ten set runs, not the project's twenty: a full run took six to eleven minutes of wall time on
-# the shared machine the sweeps ran on. The $z$ bounds need no runs: 3.09 is the 99.9th
-# percentile of $N(0, 1)$.
+# The claims were set on seeds 0-19 (`python chapters/seeds.py ch09 --seeds 0-19`; bounds by the
+# rule in `tinyflow/claims.py`, frequencies from the yes-counts). Seeds 10-19 ran after the
+# held-out checks below, which had used bounds set on 0-9; they only loosened them (U2 0.06 ->
+# 0.13 after one run at 0.085; the worst K = 32 fit 0.37 -> 0.39), so no held-out value moved.
+# Checked on seeds 20-29, which set nothing (`python chapters/seeds.py ch09 --seeds 20-29
+# --check`): 132 values (seeds 20-29, and 20-21 again with numpy's AVX-512 kernels off,
+# `--cpus both`: other trajectories, KLs up to 0.007 apart, no systematic shift), 1 outside:
+# seed 24's planar fit of U2 reached a KL of 0.026 with an ESS of 35%, against a stated ESS of
+# at least 50%. That claim is gone (even there the ESS swings), and the claims left were checked
+# again on fresh seeds 30-35: 60 values, 0 outside. On all 36 seeds the K = 32 planar KL stayed
+# below 0.1 (held out: 0.014-0.046 on U1, 0.004-0.059 on U2). The $z$ bounds need no runs: 3.09
+# is the 99.9th percentile of $N(0, 1)$.
 #
 # Tuning history. With 300 steps for every fit and $\beta$ rising from 0.25 over the first half,
 # the K = 32 planar fits swung: over seeds 0-19 their KL was 0.020-0.156 on U1 and 0.007-0.214
@@ -594,5 +595,5 @@ print(f"chapter ran in {time.perf_counter() - start:.1f} s")
 # to 0.008-0.026 nats, where 400 steps left seeds 9 and 11 at 0.05 on U2. The other fits keep
 # 300 steps: 600 for the radial K = 32 fits would cost 15 s more. Earlier versions stated 59
 # numbers, among them an ESS per cell, which swings from a few percent to 60% between runs in
-# cells like U2 radial K = 32; they are now printed, not stated. A full run took 60-71 s of CPU
-# on the shared machine at load ~20 (`python -m tinyflow.benchmark` times the steps alone).
+# cells like U2 radial K = 32; they are now printed, not stated. A full run took 52-71 s of CPU
+# on the shared machine at load 5-20 (`python -m tinyflow.benchmark` times the steps alone).
