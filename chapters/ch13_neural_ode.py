@@ -57,8 +57,7 @@ RESIDUAL_LAYERS = (4, 8, 16) if QUICK else (4, 8, 16, 32, 64, 128)
 NUM_RESIDUAL = 100 if QUICK else 500          # points for the residual-layer limit
 PROBES = 50 if QUICK else 200                 # Hutchinson probes per point
 XLIM, YLIM = (-6.0, 40.0), (-14.0, 14.0)      # the plotting window of chapter 3 (x1 across, x2 up)
-# One generator per purpose, so that drawing more points for a figure never changes what the
-# model is trained on, and it is always scored on the same held-out points.
+# One generator per purpose: more points for a figure never change the training or the scoring.
 data_rng = np.random.default_rng([SEED, 0])   # points to standardise with and to show
 train_rng = np.random.default_rng([SEED, 1])  # initial parameters
 eval_seed = [SEED, 2]                         # held-out points
@@ -467,44 +466,35 @@ print(f"chapter CPU time: {time.process_time() - START:.0f} s")
 # 2. Derive the closed-form divergence of section 2 for one hidden layer,
 #    $\nabla\!\cdot v = \sum_j s_{1j} \sum_i W_1[i, j]\, W_o[j, i]$, and check it against
 #    `flow.divergence` at a few points.
-# 3. Use `method="midpoint"` with twice the steps (the same number of field evaluations as RK4)
-#    for the evaluation. How do the round trip and the log q error compare?
-# 4. Train through a 4-step solve for 400 steps instead of 8 steps for 300, and score the model
-#    with 4 and with 16 steps. Integrate its 4-step "density" over the grid of section 4. What do
-#    you find?
-# 5. Replace the exact divergence by Hutchinson's estimator (one Rademacher probe per point,
-#    drawn fresh every step) in training. How much noisier is the loss, and does the KL after 300
-#    steps change?
+# 3. Evaluate with `method="midpoint"` and twice the steps (RK4's field evaluations). How do the
+#    round trip and the log q error compare?
+# 4. Train through a 4-step solve for 400 steps, score with 4 and with 16 steps, and integrate
+#    the 4-step "density" over the grid of section 4. What do you find?
+# 5. Train with Hutchinson's estimator (one fresh Rademacher probe per point per step) instead of
+#    the exact divergence. How much noisier is the loss; does the KL after 300 steps change?
 #
 # ## Notes on the numbers
 #
-# Tuning, in runs outside this chapter (seeds 0-2). Maximum likelihood from the start at a peak
-# step size of $10^{-2}$ reached 0.13 after 200 steps (seed 0) against 0.078 at $2 \cdot 10^{-2}$;
-# $4 \cdot 10^{-2}$ diverged. A 32-32 field did as well per step for little less CPU, and setting
-# the first layer to see standardised inputs did not help (0.065 and 0.076 against 0.046 and
-# 0.107 on seeds 0 and 1). Trained through a 4-step solve for 400 steps (exercise 4), seed 0
-# scored $-0.042$ with its own solve and 0.049 with 16 steps. The first integration grid, square
-# cells of 0.4, missed up to $2.5 \cdot 10^{-3}$ of $q$ on the two of 20 models with a sharp
-# ridge across $x_1$; cells of 0.2 across $x_1$ missed at most $2.9 \cdot 10^{-4}$ (the rule gives
-# $4.3 \cdot 10^{-4}$, rounded out to the bound stated). Two numbers are printed but not stated,
-# because they depend on the trained field more than they teach: the order read off the 8- and
-# 16-step errors (4.3 to 6.1 over seeds 0-19) and Hutchinson's median standard deviation (0.19
-# to 1.34 nats with Rademacher probes). The solver's error was first stated as the largest over
-# the 500 points, at most $2 \cdot 10^{-3}$ from seeds 0-19 ($2.3 \cdot 10^{-4}$ to
-# $1.4 \cdot 10^{-3}$); held-out seeds 26 and 28 gave $5.9 \cdot 10^{-3}$ and $5.1 \cdot 10^{-3}$:
-# a maximum over points swings with where the trained field is fastest. The mean error
-# ($2.3 \cdot 10^{-5}$ to $7.5 \cdot 10^{-5}$ over seeds 0-19) is stated instead. The box check
-# was first one box, its sample share against the integral of $q$ in standard errors; it is now
-# `tinyflow.box_check` over 144 boxes (its $z$ ran from $-2.9$ to 1.9 over seeds 0-19).
+# Tuning, in runs outside this chapter (seeds 0-2). Maximum likelihood at a peak step size of
+# $10^{-2}$ reached 0.13 after 200 steps (seed 0), 0.078 at $2 \cdot 10^{-2}$; $4 \cdot 10^{-2}$
+# diverged. A 32-32 field did as well per step for little less CPU; standardised first-layer
+# inputs did not help. Trained through a 4-step solve (exercise 4), seed 0 scored $-0.042$ with
+# its own solve and 0.049 with 16 steps. Square grid cells of 0.4 missed up to
+# $2.5 \cdot 10^{-3}$ of $q$ on the two of 20 models with a sharp ridge across $x_1$; cells of
+# 0.2 across $x_1$ missed at most $2.9 \cdot 10^{-4}$. Printed but not stated, because they
+# depend on the trained field more than they teach: the order read off the 8- and 16-step errors
+# (4.3 to 6.1 over seeds 0-19) and Hutchinson's median standard deviation (0.19 to 1.34 nats).
+# The solver's error was first stated as the largest over the 500 points (at most
+# $2 \cdot 10^{-3}$); held-out seeds 26 and 28 gave $5.9 \cdot 10^{-3}$ and $5.1 \cdot 10^{-3}$,
+# so the mean error ($2.3 \cdot 10^{-5}$ to $7.5 \cdot 10^{-5}$ over seeds 0-19) is stated
+# instead. The box check was first one box; it is now `tinyflow.box_check` over 144 boxes.
 #
-# Every bound was set on seeds 0-19 by the rule in `tinyflow/claims.py`, except those from a
-# null distribution: the box check's $z$ (3.1, the 99.9th percentile of $N(0, 1)$) and
-# Hutchinson's largest $|z|$ (4.1, that of the largest of 20). The residual ratio's tolerance
-# leaves the next order's term room (2.007 to 2.029 measured). All were checked on seeds 20-29,
-# which set nothing, with `python chapters/seeds.py ch13 --seeds 20-29 --check`: 70 values, 2
-# outside (the largest solver error above). With the mean error and the box check in place, the
-# claims were set again on seeds 0-19 (the other values came out the same to the last digit) and
-# checked on fresh seeds 30-39 with `python chapters/seeds.py ch13 --seeds 30-39 --check`: 70
+# Every bound was set on seeds 0-19 by the rule in `tinyflow/claims.py`, except those from a null
+# distribution: the box check's $z$ (3.1, N(0, 1)'s 99.9th percentile) and Hutchinson's largest
+# $|z|$ (4.1, that of the largest of 20). The residual ratio's tolerance leaves the next order's
+# term room (2.007 to 2.029 measured). Checked on seeds 20-29 (`python chapters/seeds.py ch13
+# --seeds 20-29 --check`): 70 values, 2 outside (the largest solver error above). With the mean
+# error and the box check in place, set again on seeds 0-19 and checked on fresh seeds 30-39: 70
 # values, 1 outside (seed 31's mean solver error, $1.2 \cdot 10^{-4}$ against $1.1 \cdot 10^{-4}$:
-# even the mean moves fivefold with the trained field, though it stays far below every KL), every
-# frequency on 10 of 10, the box check's $z$ from $-1.3$ to 0.8.
+# even the mean moves fivefold with the trained field, though it stays far below every KL),
+# every frequency on 10 of 10.
