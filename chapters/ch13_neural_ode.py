@@ -477,17 +477,15 @@ print(f"chapter CPU time: {time.process_time() - START:.0f} s")
 #
 # Tuning, in runs outside this chapter (seeds 0-2). Maximum likelihood at a peak step size of
 # $10^{-2}$ reached 0.13 after 200 steps (seed 0), 0.078 at $2 \cdot 10^{-2}$; $4 \cdot 10^{-2}$
-# diverged. A 32-32 field did as well per step for little less CPU; standardised first-layer
-# inputs did not help. Trained through a 4-step solve (exercise 4), seed 0 scored $-0.042$ with
-# its own solve and 0.049 with 16 steps. Square grid cells of 0.4 missed up to
-# $2.5 \cdot 10^{-3}$ of $q$ on the two of 20 models with a sharp ridge across $x_1$; cells of
-# 0.2 across $x_1$ missed at most $2.9 \cdot 10^{-4}$. Printed but not stated, because they
-# depend on the trained field more than they teach: the order read off the 8- and 16-step errors
-# (4.3 to 6.1 over seeds 0-19) and Hutchinson's median standard deviation (0.19 to 1.34 nats).
-# The solver's error was first stated as the largest over the 500 points (at most
-# $2 \cdot 10^{-3}$); held-out seeds 26 and 28 gave $5.9 \cdot 10^{-3}$ and $5.1 \cdot 10^{-3}$,
-# so the mean error ($2.3 \cdot 10^{-5}$ to $7.5 \cdot 10^{-5}$ over seeds 0-19) is stated
-# instead. The box check was first one box; it is now `tinyflow.box_check` over 144 boxes.
+# diverged; a 32-32 field did as well per step for little less CPU. Square grid cells of 0.4 missed
+# up to $2.5 \cdot 10^{-3}$ of $q$ on the two of 20 models with a sharp ridge across $x_1$; cells of
+# 0.2 across $x_1$ missed at most $2.9 \cdot 10^{-4}$. Printed but not stated, because they depend
+# on the trained field more than they teach: the order read off the 8- and 16-step errors (4.3 to
+# 6.1 over seeds 0-19) and Hutchinson's median standard deviation (0.19 to 1.34 nats). The solver's
+# error was first stated as the largest over the 500 points (at most $2 \cdot 10^{-3}$); held-out
+# seeds 26 and 28 gave $5.9 \cdot 10^{-3}$ and $5.1 \cdot 10^{-3}$, so the mean error
+# ($2.3 \cdot 10^{-5}$ to $7.5 \cdot 10^{-5}$ over seeds 0-19) is stated instead. The box check was
+# first one box; it is now `tinyflow.box_check` over 144 boxes.
 #
 # Every bound was set on seeds 0-19 by the rule in `tinyflow/claims.py`, except those from a null
 # distribution: the box check's $z$ (3.1, N(0, 1)'s 99.9th percentile) and Hutchinson's largest
