@@ -45,7 +45,7 @@ from autograd.tracer import trace
 from autograd.util import toposort
 
 import tinyflow as tf
-from tinyflow.benchmark import machine, peak_memory_mib, traced_step, training_step
+from tinyflow.benchmark import RecordingNode, machine, peak_memory_mib, traced_step, training_step
 from tinyflow.plotting import chapter_args, savefig
 
 args = chapter_args(__doc__ or "Chapter 8: backprop by hand")
@@ -406,30 +406,11 @@ for name in ("primitives", "fused"):
 # The reads are *lazy*: an array becomes a node when a layer first looks it up, and a layer that
 # asks for all of its parameters at once, as the fused coupling does, gets them as one slice of
 # theta (a layer's arrays sit side by side there). `tinyflow.benchmark.traced_step` records that
-# very function, with a node class of our choosing, and runs its backward pass once. Ours adds to
-# section 1's `NamedNode` what the next cell needs: the primitive, the values it was called with,
-# and the gradient its VJP received.
+# very function, with a node class of our choosing, and runs its backward pass once.
+# `tinyflow.benchmark.RecordingNode` is section 1's `NamedNode` with what the next cell needs: the
+# primitive, the values it was called with, and the gradient its VJP received.
 
 # %%
-class RecordingNode(NamedNode):
-    """NamedNode, also keeping each primitive's arguments and the gradient its VJP was handed."""
-    __slots__ = ["fun", "args", "kwargs", "g"]
-
-    def __init__(self, value, fun, args, kwargs, parent_argnums, parents):
-        super().__init__(value, fun, args, kwargs, parent_argnums, parents)
-        self.fun, self.args, self.kwargs = fun, args, kwargs
-        vjp = self.vjp
-
-        def recording_vjp(g):
-            self.g = g
-            return vjp(g)
-        self.vjp = recording_vjp
-
-    def initialize_root(self):
-        super().initialize_root()
-        self.fun = None                       # theta: recorded, not computed
-
-
 steps = {name: list(toposort(traced_step(tf.forward_kl(flow), params, batch, RecordingNode)))
          for name, flow in flows.items()}
 cost = {name: {"step_nodes": len(tape), "nodes": collections.Counter(node.name for node in tape)}

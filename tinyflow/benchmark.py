@@ -211,9 +211,9 @@ def traced_step(loss, params, batch, node_type):
     return end_node
 
 
-class _RecordingNode(VJPNode):
+class RecordingNode(VJPNode):
     """autograd's tape node, keeping its primitive, the values it was called with and the gradient
-    its VJP was handed: what replaying the tape's arithmetic needs (chapter 8 builds the same)."""
+    its VJP was handed: what replaying the tape's arithmetic needs (step_anatomy, chapter 8)."""
     __slots__ = ["fun", "args", "kwargs", "g"]
 
     def __init__(self, value, fun, args, kwargs, parent_argnums, parents):
@@ -227,7 +227,12 @@ class _RecordingNode(VJPNode):
 
     def initialize_root(self):
         super().initialize_root()
-        self.fun = None
+        self.fun = None                       # theta: recorded, not computed
+
+    @property
+    def name(self):
+        """The primitive's name ("input" for theta), as chapter 8's NamedNode names it."""
+        return "input" if self.fun is None else self.fun.__name__
 
 
 def step_anatomy(quick, repeats, warmup):
@@ -241,7 +246,7 @@ def step_anatomy(quick, repeats, warmup):
     rng = onp.random.default_rng(0)
     params, batch = flow.init(rng), sample(rng, batch_size)
     theta, _, loss_and_grad = flat_loss_and_grad(forward_kl(flow), params)
-    tape = list(toposort(traced_step(forward_kl(flow), params, batch, _RecordingNode)))
+    tape = list(toposort(traced_step(forward_kl(flow), params, batch, RecordingNode)))
     nodes = [node for node in reversed(tape) if node.fun is not None]
 
     def arithmetic():
