@@ -435,9 +435,7 @@ for family in FAMILIES:
     check = tinyflow.box_check(log_q, x, LIMITS, NUM_BOXES)
     wrong = tinyflow.box_check(log_q_without_log_dets, x, LIMITS, NUM_BOXES)
     rejected[family] = wrong["z"] > Z_999
-    print(f"U1 {family} K=32: q's mass on [-4, 4]^2 by the density {check['mass_inside']:.4f}, by the samples "
-          f"{check['share_inside']:.4f}; chi^2 = {check['chi2']:.1f} on {check['dof']} degrees of freedom, "
-          f"chi^2/dof = {check['chi2'] / check['dof']:.3f}, z = {check['z']:+.2f}")
+    print(f"U1 {family} K=32, box check on [-4, 4]^2: " + tinyflow.format_box_check(check))
     print(f"   with the log-dets left out: chi^2/dof = {wrong['chi2'] / wrong['dof']:.0f}, z = {wrong['z']:+.0f}")
     fine = grid_points["x"]
     round_trips[family] = np.abs(np.asarray(flow.forward(params, flow.trace(params, fine, inverse=True)[-1])[0])

@@ -467,10 +467,8 @@ centre = RING_CENTRE + moon_shift(theta_check)           # the half-ring's centr
 window = [(centre[0] - 0.104, centre[0] + 0.156), (centre[1] - 0.13, centre[1] + 0.13)]   # x_1 = centre: a box edge
 Z_999 = 3.09                                             # the 99.9th percentile of N(0, 1)
 check = tinyflow.box_check(lambda x: log_likelihood_moons(x, theta_check), x_sim, window, BINS, sub=SUB)
-print(f"likelihood at theta = {theta_check.tolist()}: its integral over the histogram's window "
-      f"{check['mass_inside']:.5f}; {NUM_SIM_CHECK} simulations, {check['share_inside']:.4f} of them inside it; "
-      f"chi^2 = {check['chi2']:.0f} on {check['dof']} degrees of freedom (chi^2/dof = "
-      f"{check['chi2'] / check['dof']:.3f}), Wilson-Hilferty z = {check['z']:.2f}")
+print(f"likelihood at theta = {theta_check.tolist()}, box check of {NUM_SIM_CHECK} simulations over the "
+      f"histogram's window: " + tinyflow.format_box_check(check))
 claim.bound("two moons likelihood against simulations: Wilson-Hilferty z of chi^2", check["z"], at_most=Z_999,
             fmt=".2f")
 

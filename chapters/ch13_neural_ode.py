@@ -250,10 +250,8 @@ claim.bound("banana: |1 - integral of q over the grid|", abs(1 - mass), at_most=
 
 samples = flow.sample(params, np.random.default_rng([SEED, 8]), NUM_SAMPLES)
 check = tinyflow.box_check(lambda x: flow.log_prob(params, x), samples, [XLIM, YLIM], NUM_BOXES, sub=BOX_SUB)
-print(f"box check, {NUM_BOXES} x {NUM_BOXES} boxes over {XLIM} x {YLIM}: {NUM_SAMPLES} samples, "
-      f"{check['share_inside']:.4f} of them in the window (q's mass there {check['mass_inside']:.4f}); "
-      f"chi^2 = {check['chi2']:.1f} on {check['dof']} degrees of freedom (chi^2 / dof = "
-      f"{check['chi2'] / check['dof']:.2f}), z = {check['z']:.2f}")
+print(f"box check, {NUM_BOXES} x {NUM_BOXES} boxes over {XLIM} x {YLIM}, {NUM_SAMPLES} samples: "
+      + tinyflow.format_box_check(check))
 claim.bound("banana: box check of flow samples against q, z", check["z"], at_most=3.1, fmt=".1f")
 
 # %% [markdown]

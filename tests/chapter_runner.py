@@ -41,6 +41,13 @@ def parse_report(label, text):
             "kl_se": float(kl_se), "n": int(n)}
 
 
+def box_check_line(prefix, text):
+    """(share, mass, chi2, dof, chi2 / dof, z) from a line: `prefix` (a regex) + tinyflow.format_box_check."""
+    return numbers(prefix + rf"{NUMBER} of the samples in the window \(the density's mass there "
+                   rf"{NUMBER}\); chi\^2 = {NUMBER} on {NUMBER} degrees of freedom \(chi\^2 / dof = {NUMBER}\), "
+                   rf"z = \+?{NUMBER}", text)
+
+
 def numbers(pattern, text):
     """The groups of the first match of `pattern` in `text`, as floats; fails if none matches."""
     match = re.search(pattern, text)

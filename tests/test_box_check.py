@@ -3,7 +3,7 @@ density fail, and the masses are the density's integrals over the boxes."""
 import numpy as np
 import pytest
 
-from tinyflow.evaluate import box_check
+from tinyflow.evaluate import box_check, format_box_check
 
 
 def gaussian_log_density(points, scale=1.0):
@@ -37,3 +37,9 @@ def test_masses_are_the_densitys_integrals_over_the_window():
 def test_limits_must_match_the_dimension():
     with pytest.raises(ValueError, match=r"limits must be one \(lo, hi\) pair per coordinate, shape \(2, 2\)"):
         box_check(gaussian_log_density, np.zeros((10, 2)), [(-1, 1)], 4)
+
+
+def test_the_formatted_line_carries_the_checks_numbers():
+    check = {"share_inside": 0.98765, "mass_inside": 0.98712, "chi2": 140.04, "dof": 143, "z": -0.1234}
+    assert format_box_check(check) == ("0.9877 of the samples in the window (the density's mass there 0.9871); "
+                                          "chi^2 = 140.0 on 143 degrees of freedom (chi^2 / dof = 0.979), z = -0.12")

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from chapter_runner import claim_lines, run_chapter
+from chapter_runner import box_check_line, claim_lines, run_chapter
 
 FIGURES = ["ch09_one_layer.png", "ch09_figure3.png", "ch09_inverse.png", "ch09_kl_vs_depth.png"]
 NAMES = ["U1", "U2", "U3", "U4"]
@@ -125,11 +125,11 @@ def test_training_step_time_is_printed(family, K, run):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_density_by_inversion_matches_samples(family, run):
-    match = re.search(rf"U1 {family} K=32: q's mass on \[-4, 4\]\^2 by the density {FLOAT}, by the samples "
-                      rf"{FLOAT}; chi\^2 = {FLOAT} on (\d+) degrees of freedom, chi\^2/dof = {FLOAT}, "
-                      rf"z = \+?{FLOAT}\n   with the log-dets left out: chi\^2/dof = {FLOAT}, z = \+?{FLOAT}", run[0])
-    assert match, f"no chi^2 lines for {family}"
-    by_density, by_samples, chi2, dof, ratio, z, wrong, z_wrong = (float(g) for g in match.groups())
+    by_samples, by_density, chi2, dof, ratio, z = box_check_line(re.escape(f"U1 {family} K=32, box check on [-4, 4]^2: "), run[0])
+    match = re.search(rf"U1 {family} K=32, box check .*\n   with the log-dets left out: chi\^2/dof = {FLOAT}, "
+                      rf"z = \+?{FLOAT}", run[0])
+    assert match, f"no chi^2 line without the log-dets for {family}"
+    wrong, z_wrong = (float(g) for g in match.groups())
     assert abs(by_density - by_samples) < 0.01                # 20,000 samples in quick mode
     assert dof >= 10 and abs(ratio - chi2 / dof) < 0.05 / dof + 1e-3    # chi^2 is printed to 0.1
     assert ratio < 2 and abs(z) < 4                           # Poisson noise only
@@ -138,7 +138,7 @@ def test_density_by_inversion_matches_samples(family, run):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_inverse_round_trips_to_rounding(family, run):
-    pattern = (rf"U1 {family} K=32: .*\n.*\n   max \|f\(f\^-1\(x\)\) - x\| over the \d+ grid points: "
+    pattern = (rf"U1 {family} K=32, box check .*\n.*\n   max \|f\(f\^-1\(x\)\) - x\| over the \d+ grid points: "
                rf"{FLOAT}; max \|log q by inversion - log q forward\| over 20,000 samples: {FLOAT}")
     match = re.search(pattern, run[0])
     assert match and float(match.group(1)) < 1e-12 and float(match.group(2)) < 1e-12

@@ -72,7 +72,7 @@ from .residual_estimators import estimate_log_det, estimated_log_prob
 from .bounds import elbo, iwae_bound, log_mean_exp, log_weights
 # Checking and evaluation
 from .check import autograd_jacobian, check_layer, numerical_jacobian
-from .evaluate import box_check, format_report, held_out_report
+from .evaluate import box_check, format_box_check, format_report, held_out_report
 from .claims import claims
 from .validate import NonFiniteError
 # Targets and data
@@ -99,7 +99,7 @@ __all__ = [
     "reverse_kl", "step_sizes", "annealed_fit", "flatten_params", "flow_matching_batches", "flow_matching_loss",
     "line_weights", "estimate_log_det", "estimated_log_prob", "elbo", "iwae_bound", "log_mean_exp", "log_weights",
     # checking and evaluation
-    "autograd_jacobian", "check_layer", "numerical_jacobian", "box_check", "format_report", "held_out_report",
+    "autograd_jacobian", "check_layer", "numerical_jacobian", "box_check", "format_box_check", "format_report", "held_out_report",
     "claims", "NonFiniteError",
     # targets and data
     "Banana", "Checkerboard", "ShiftedGaussian", "UniformConditionalGaussian", "Energy", "GaussianMixture",

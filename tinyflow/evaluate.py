@@ -36,6 +36,14 @@ def format_report(report, label="held-out"):
             f"+- {report['kl_se']:.5f} (n = {report['n']})")
 
 
+def format_box_check(check):
+    """One line for a box_check result: the samples' share of the window against the density's
+    mass there, chi^2 on its degrees of freedom, and z."""
+    return (f"{check['share_inside']:.4f} of the samples in the window (the density's mass there "
+            f"{check['mass_inside']:.4f}); chi^2 = {check['chi2']:.1f} on {check['dof']} degrees of freedom "
+            f"(chi^2 / dof = {check['chi2'] / check['dof']:.3f}), z = {check['z']:+.2f}")
+
+
 def box_check(log_density, samples, limits, num_boxes, sub=16):
     """Do samples follow a density? Cut the window limits = [(lo, hi), ...] (one pair per
     coordinate) into num_boxes boxes per coordinate, integrate the density over each box by the
