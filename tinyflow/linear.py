@@ -12,6 +12,8 @@ with autograd.numpy: autograd spends tens of microseconds on every node, more th
 arithmetic costs on a batch of a few hundred points. The bodies use plain numpy, because a
 primitive always sees plain arrays.
 """
+from functools import lru_cache
+
 import numpy as np
 from autograd.extend import defvjp, defvjp_argnums, primitive
 
@@ -63,10 +65,19 @@ def dense_inverse_vjp(argnums, x, args, kwargs):
 defvjp_argnums(dense_inverse, dense_inverse_vjp)
 
 
+@lru_cache(maxsize=None)
+def strictly_lower(dim):
+    """The (dim, dim) 0/1 mask of the entries below the diagonal, built once per dim (np.tri costs
+    more than the masking itself at chapter 5's 2 x 2); read-only, since every call shares it."""
+    below = np.tri(dim, k=-1)
+    below.flags.writeable = False
+    return below
+
+
 def lu_factors(LU):
     """L = I + (strictly lower part of LU),  U = diag(exp(diagonal of LU)) + (strictly upper part of LU),
     and the strictly lower 0/1 mask that splits LU."""
-    below = np.tri(len(LU), k=-1)
+    below = strictly_lower(len(LU))
     L, U = below * LU, below.T * LU
     np.fill_diagonal(L, 1.0)
     np.fill_diagonal(U, np.exp(np.diagonal(LU)))
@@ -106,9 +117,12 @@ def lu_matrix(LU, order):
 def lu_linear(v, LU, b, order, inverse):
     """LULinear's map as one node: y = v W^T + b, or with inverse=True x = (v - b) W^-T, W = P L U.
     The chain lu_weight -> (row order) -> transpose -> dense (or dense_inverse) in one step;
-    backprop composes theirs: see lu_linear_vjp."""
+    backprop composes theirs: see lu_linear_vjp. The inverse multiplies by W^-1, formed once per
+    call: for N points and a small D that is one D x D inversion and one product, where
+    np.linalg.solve would pay its own setup on every call (four times the cost at D = 2); W is
+    invertible by construction (L unit-triangular, U's diagonal exp(.) > 0)."""
     W = lu_matrix(LU, order)
-    return np.linalg.solve(W, (v - b).T).T if inverse else np.dot(v, W.T) + b
+    return np.dot(v - b, np.linalg.inv(W).T) if inverse else np.dot(v, W.T) + b
 
 
 def lu_linear_vjp(argnums, out, args, kwargs):
@@ -120,7 +134,7 @@ def lu_linear_vjp(argnums, out, args, kwargs):
     def vjp(g_out):
         W = lu_matrix(LU, order)
         if inverse:
-            g_v = np.linalg.solve(W.T, g_out.T).T                     # x' W^-1, without forming W^-1
+            g_v = np.dot(g_out, np.linalg.inv(W))
             g_W, g_b = -np.dot(g_v.T, out), -g_v.sum(axis=0)
         else:
             g_v, g_W, g_b = np.dot(g_out, W), np.dot(g_out.T, v), g_out.sum(axis=0)
