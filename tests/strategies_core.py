@@ -96,6 +96,8 @@ LAYERS = {
     "Radial-D1": (lambda: tf.Radial(), 1),
     "Radial-D2": (lambda: tf.Radial(), 2),
     "Radial-D3": (lambda: tf.Radial(), 3),
+    "Stack-Planar-D2": (lambda: tf.Stack(tf.Planar(), 3), 2),
+    "Stack-Radial-D3": (lambda: tf.Stack(tf.Radial(), 3), 3),
     # the exact log-det (slogdet of I + J_g); the estimators are graded statistically in their own tests
     "InvertibleResidual-D2": (lambda: tf.InvertibleResidual(hidden=HIDDEN), 2),
     "InvertibleResidual-D3-tanh": (lambda: tf.InvertibleResidual(hidden=HIDDEN, lipschitz=0.9, activation="tanh"), 3),

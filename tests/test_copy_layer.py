@@ -37,7 +37,7 @@ COPYABLE = ["elementwise", "leaky_relu", "coupling", "autoregressive", "permutat
             "distributions", "flow", "check", "spline", "spline_coupling", "spline_autoregressive",
             "planar", "planar_backprop", "radial", "radial_backprop", "ode", "field_backprop", "continuous",
             "flow_matching", "fixed_point", "lipschitz", "residual", "residual_estimators", "amortised",
-            "amortised_backprop", "bounds"]
+            "amortised_backprop", "bounds", "stack"]
 COPY_LINE = re.compile(r"Copy with: (\w+\.py(?:, \w+\.py)*) \(and an empty __init__\.py\)\.")
 
 # Each layer as built from the copies (the module named `m` is the copy of tinyflow/m.py), in D = 3.
@@ -56,6 +56,7 @@ LAYERS = {
     "SplineAutoregressive": "spline_autoregressive.SplineAutoregressive(hidden=(8,), num_bins=4, bound=2.0)",
     "Planar": "planar.Planar()",
     "Radial": "radial.Radial()",
+    "Stack(Planar)": "stack.Stack(planar.Planar(), 3)",
     "InvertibleResidual": "residual.InvertibleResidual(hidden=(8,))",
 }
 ROUND_TRIP_TOL = 1e-8      # exact up to rounding (tests/test_layers.py says why not 1e-12)

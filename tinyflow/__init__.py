@@ -23,7 +23,7 @@ Where things live (one concept per file; a layer's docstring names the files to 
 Layers:            elementwise.py (Affine, Exp), leaky_relu.py, permutation.py (LULinear, Permute,
                    Reverse), coupling.py, autoregressive.py, spline_coupling.py,
                    spline_autoregressive.py, planar.py, radial.py, residual.py, amortised.py,
-                   invert.py, continuous.py
+                   invert.py, continuous.py, stack.py (K layers of one kind as one layer and one node)
 Conditioners:      made.py (masked autoregressive networks), mlp.py
 Their maths:       spline.py (the rational-quadratic spline), lipschitz.py (spectral norm,
                    LipSwish), fixed_point.py (Banach), ode.py (RK4 and friends)
@@ -53,6 +53,7 @@ from .radial import Radial, radial_plain
 from .residual import InvertibleResidual
 from .amortised import AmortisedAffine, AmortisedPlanar
 from .invert import Invert
+from .stack import Stack
 from .continuous import ContinuousFlow
 # Conditioners and maths
 from .made import made, made_degrees
@@ -88,7 +89,7 @@ __all__ = [
     "Affine", "Exp", "LeakyReLU", "LULinear", "Permute", "Reverse", "AffineCoupling", "alternating_masks",
     "AffineAutoregressive", "RationalQuadraticSpline", "SplineCoupling", "SplineAutoregressive",
     "Planar", "planar_plain", "Radial", "radial_plain", "InvertibleResidual", "AmortisedAffine", "AmortisedPlanar",
-    "Invert", "ContinuousFlow",
+    "Invert", "ContinuousFlow", "Stack",
     # conditioners and maths
     "made", "made_degrees", "dense_relu", "dense_tanh", "mlp", "mlp_init", "power_iteration", "spectral_norm",
     "banach_iterate",

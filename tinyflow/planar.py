@@ -62,7 +62,7 @@ import autograd.numpy as np
 import numpy as onp
 from autograd.extend import defvjp, defvjp_argnums, primitive
 
-from .planar_backprop import TINY, planar
+from .planar_backprop import TINY, planar, planar_vjp
 from .validate import check_dim, check_points
 
 MAX_ITER = 100
@@ -163,6 +163,8 @@ defvjp_argnums(planar_alpha, planar_alpha_vjp)
 
 class Planar:
     """x = z + u_hat tanh(w^T z + b); params {"u": (D,), "w": (D,), "b": ()}."""
+    # the forward as one primitive of (z, *arrays), for stack.Stack to run K layers as one node
+    primitive, vjp, names = staticmethod(planar), staticmethod(planar_vjp), ("u", "w", "b")
 
     def init(self, rng, dim):
         limit = 1 / np.sqrt(check_dim(dim))

@@ -52,7 +52,7 @@ Copy with: radial.py, radial_backprop.py, validate.py (and an empty __init__.py)
 """
 import autograd.numpy as np
 
-from .radial_backprop import TINY, radial
+from .radial_backprop import TINY, radial, radial_vjp
 from .validate import check_dim, check_points
 
 
@@ -91,6 +91,8 @@ def radial_plain(z, z0, alpha_raw, beta_raw):
 
 class Radial:
     """x = z + beta (z - z0) / (alpha + ||z - z0||); params {"z0": (D,), "alpha_raw": (), "beta_raw": ()}."""
+    # the forward as one primitive of (z, *arrays), for stack.Stack to run K layers as one node
+    primitive, vjp, names = staticmethod(radial), staticmethod(radial_vjp), ("z0", "alpha_raw", "beta_raw")
 
     def init(self, rng, dim):
         dim = check_dim(dim)
