@@ -25,7 +25,7 @@ def test_quick_benchmark_prints_tables_and_writes_matching_json(tmp_path):
         assert f"{row['batch']:6d} {row['ms']:9.2f}" in result.stdout      # the table shows the JSON's numbers
     assert all(row["MiB"] > 0 for row in results["peak_memory"])           # tracemalloc saw the arrays
     side_by_side = {comparison["key"]: comparison for comparison in results["side_by_side"]}
-    assert list(side_by_side) == ["spline", "conditional 2D", "conditional 10D", "fused", "ch03", "ch08", "ch10",
+    assert list(side_by_side) == ["spline", "conditional 2D", "conditional 10D", "fused", "ch03", "ch08", "ch10", "ch09",
                                   "ch13 sample", "ch13 density", "ch13 step"]
     for comparison in side_by_side.values():                    # jobs timed in turns, ratios of CPU medians
         reference, *others = comparison["rows"]

@@ -59,14 +59,17 @@ from .continuous import ContinuousFlow
 from .coupling import AffineCoupling, alternating_masks
 from .distributions import DiagNormal, StandardNormal
 from .elementwise import Affine
+from .energies import Energy
 from .flow import Flow
 from .flow_matching import flow_matching_batches, flow_matching_loss
 from .invert import Invert
 from .leaves import flatten_params, leaf_index, leaves
 from .permutation import LULinear, Reverse
+from .planar import Planar
 from .spline_coupling import SplineCoupling
+from .stack import Stack
 from .targets import Banana, Checkerboard, ShiftedGaussian, UniformConditionalGaussian
-from .train import adam_update, flat_loss_and_grad, forward_kl
+from .train import adam_update, flat_loss_and_grad, forward_kl, gaussian_noise, reverse_kl
 
 
 def interleaved(jobs, repeats, warmup):
@@ -93,10 +96,11 @@ def timings(run, repeats, warmup):
     return {key: row[key] for key in ("ms", "min_ms", "cpu_ms")}
 
 
-def training_step(flow, sample_data, batch_size, seed=0):
-    """One step of fit, as a function: a fresh batch, loss and gradient, finiteness check, AdamW."""
+def training_step(flow, sample_data, batch_size, seed=0, loss=None):
+    """One step of fit, as a function: a fresh batch, loss (default: forward KL) and gradient,
+    finiteness check, AdamW."""
     rng = onp.random.default_rng(seed)
-    theta, _, loss_and_grad = flat_loss_and_grad(forward_kl(flow), flow.init(rng))
+    theta, _, loss_and_grad = flat_loss_and_grad(loss or forward_kl(flow), flow.init(rng))
     state = {"theta": theta, "m": onp.zeros_like(theta), "v": onp.zeros_like(theta), "t": 0}
 
     def step():
@@ -277,6 +281,19 @@ def steps(key, title, *models):
     return key, title, [(name, training_step(flow, data, batch)) for name, flow, data, batch in models]
 
 
+def chapter9(quick):
+    """Chapter 9's deepest flow, trained by reverse KL on U1: K planar layers side by side in the
+    Flow (one primitive each) against the same K layers as one Stack (the same numbers)."""
+    K, batch = (4, 64) if quick else (32, 1024)
+
+    def reverse_step(layers):
+        flow = Flow(DiagNormal(2), layers)
+        return training_step(flow, gaussian_noise(2), batch, loss=reverse_kl(flow, Energy(1).log_prob))
+    return [("ch09", f"chapter 9: {K} planar layers, reverse KL on U1, batch {batch}: layer by layer / one Stack",
+             [("layer by layer", reverse_step([Planar() for _ in range(K)])),
+              ("Stack", reverse_step([Stack(Planar(), K)]))])]
+
+
 def library_pairs(quick):
     """Splines against affine couplings of the same size; conditional flows against the same
     flows without a context (C = 2 in 2D; C = 10 in 10D, chapter 11's gaussian_linear sizes; the
@@ -384,7 +401,7 @@ def compare(quick, repeats, warmup):
     """Time the jobs of every side-by-side comparison in turns: [{"key", "title", "rows", "ratio"}]; each
     row after the first has its "ratio" to the first (of CPU medians), and "ratio" is the second row's."""
     results = []
-    for key, title, jobs in library_pairs(quick) + fused_pair(quick) + chapter_pairs(quick) + chapter13(quick):
+    for key, title, jobs in library_pairs(quick) + fused_pair(quick) + chapter_pairs(quick) + chapter9(quick) + chapter13(quick):
         rows = interleaved(jobs, repeats, warmup)
         for row in rows[1:]:
             row["ratio"] = row["cpu_ms"] / rows[0]["cpu_ms"]
