@@ -24,12 +24,26 @@ a closed form, a check on the quadrature:
     A = int exp(-1/2 (z1 / 3)^4) dz1 = 3 * 2^(1/4) * Gamma(1/4) / 2.
 
 U1 (a ring with two bumps) decays in every direction and needs no envelope.
+
+Gradients by hand. Reverse KL differentiates log p at every training step, and autograd would
+record some twenty nodes for one energy, more than the flow of chapter 9 records. So log_prob is
+one primitive, `log_density`: its value is the readable expression above, run on plain arrays,
+and its gradient is written out in `gradient` (tests/test_energies.py holds it to autograd's):
+with a = z2 - w1 and b = z2 - w1 + w2 (or + w3), and the bumps' softmax weights p_a, p_b,
+
+    U1:  -dU/dz  = -(r - 2) / 0.4^2 z / r  + (0, -(p_l (z1 - 2) + p_r (z1 + 2)) / 0.6^2 on z1)
+    U2:  -dU/dz2 = -a / 0.4^2,   -dU/dz1 = a / 0.4^2 w1' - E'
+    U3, U4:  -dU/dz2 = -p_a a / s_a^2 - p_b b / s_b^2,
+             -dU/dz1 =  p_a a / s_a^2 w1' + p_b b / s_b^2 (w1' - w') - E'
+    w1' = pi/2 cos(pi z1 / 2),  w2' = -w2 (z1 - 1) / 0.6^2,  w3' = w3 (1 - w3 / 3) / 0.3,  E' = 2/3 (z1 / 3)^3
+
 Shapes: z (N, 2) -> log_prob (N,).
 """
 import math
 
 import autograd.numpy as np
 import numpy as onp
+from autograd.extend import defvjp, primitive
 
 from .validate import check_count, check_points, check_rng
 
@@ -45,6 +59,23 @@ def logsumexp(a, axis):
 
 def _gauss(x, sigma):
     return -0.5 * (x / sigma) ** 2                # the exponent of an unnormalised Gaussian
+
+
+def _weights(a, b):
+    """The softmax weights (p_a, p_b) of two log-terms, without overflow."""
+    m = onp.maximum(a, b)
+    e_a, e_b = onp.exp(a - m), onp.exp(b - m)
+    return e_a / (e_a + e_b), e_b / (e_a + e_b)
+
+
+@primitive
+def log_density(z, target):
+    """target's log_prob at z (N, D), its readable expression run on plain arrays: one node.
+    Backprop: g times target.gradient(z), the gradient written out."""
+    return target.log_prob_plain(z)
+
+
+defvjp(log_density, lambda log_p, z, target: lambda g: g[:, None] * target.gradient(z))
 
 
 class Energy:
@@ -78,8 +109,37 @@ class Energy:
             two = np.stack([_gauss(z2 - w1, 0.4), _gauss(z2 - w1 + w3, 0.35)], axis=1)
         return -logsumexp(two, axis=1) + envelope
 
-    def log_prob(self, z):
+    def log_prob_plain(self, z):
+        """-U(z), the expression above with every operation on autograd's tape."""
         return -self.energy(z)
+
+    def log_prob(self, z):
+        """-U(z) (N,), as one primitive (log_density): the same values, the gradient by hand."""
+        return log_density(check_points(z, 2, "z"), self)
+
+    def gradient(self, z):
+        """d log p / dz = -dU/dz, (N, 2): the derivatives in the module docstring."""
+        z1, z2 = z[:, 0], z[:, 1]
+        if self.k == 1:
+            r = onp.sqrt(z1 ** 2 + z2 ** 2)
+            radial = (r - 2) / 0.4 ** 2 / r
+            p_l, p_r = _weights(_gauss(z1 - 2, 0.6), _gauss(z1 + 2, 0.6))
+            return onp.stack([-radial * z1 - (p_l * (z1 - 2) + p_r * (z1 + 2)) / 0.6 ** 2, -radial * z2], axis=1)
+        w1, dw1 = onp.sin(onp.pi * z1 / 2), onp.pi / 2 * onp.cos(onp.pi * z1 / 2)
+        d_envelope = 2 / 3 * (z1 / 3) ** 3
+        if self.k == 2:
+            a = (z2 - w1) / 0.4 ** 2
+            return onp.stack([a * dw1 - d_envelope, -a], axis=1)
+        if self.k == 3:
+            (s_a, s_b), w = (0.35, 0.35), 3 * onp.exp(-0.5 * ((z1 - 1) / 0.6) ** 2)
+            dw = -w * (z1 - 1) / 0.6 ** 2
+        else:
+            (s_a, s_b), w = (0.4, 0.35), 3 / (1 + onp.exp(-(z1 - 1) / 0.3))
+            dw = w * (1 - w / 3) / 0.3
+        a, b = z2 - w1, z2 - w1 + w
+        p_a, p_b = _weights(_gauss(a, s_a), _gauss(b, s_b))
+        g_a, g_b = p_a * a / s_a ** 2, p_b * b / s_b ** 2
+        return onp.stack([g_a * dw1 + g_b * (dw1 - dw) - d_envelope, -g_a - g_b], axis=1)
 
 
 class GaussianMixture:
@@ -100,11 +160,23 @@ class GaussianMixture:
         k = rng.integers(len(self.means), size=n)             # equal weights
         return self.means[k] + self.sigma * rng.standard_normal((n, self.dim))
 
-    def log_prob(self, x):
+    def log_prob_plain(self, x):
+        """log p(x), every operation on autograd's tape."""
         x = check_points(x, self.dim)
         sq = np.sum((x[:, None, :] - self.means[None, :, :]) ** 2, axis=2)      # (N, K)
         log_n = -0.5 * sq / self.sigma ** 2 - self.dim * (np.log(self.sigma) + 0.5 * LOG_2PI)
         return logsumexp(log_n, axis=1) - np.log(len(self.means))
+
+    def log_prob(self, x):
+        """log p(x) (N,), as one primitive (log_density): the same values, the gradient by hand."""
+        return log_density(check_points(x, self.dim), self)
+
+    def gradient(self, x):
+        """d log p / dx = sum_k r_k (mu_k - x) / sigma^2, r_k the components' responsibilities: (N, D)."""
+        log_n = -0.5 * onp.sum((x[:, None, :] - self.means[None, :, :]) ** 2, axis=2) / self.sigma ** 2
+        r = onp.exp(log_n - log_n.max(axis=1, keepdims=True))
+        r /= r.sum(axis=1, keepdims=True)
+        return (r @ self.means - x) / self.sigma ** 2
 
 
 def _grid_log_p(log_p, half_width, spacing):
