@@ -17,10 +17,12 @@ from hypothesis import strategies as st
 import tinyflow as tf
 from strategies_core import integrate_2d, midpoints
 from tinyflow.amortised import AmortisedAffine, AmortisedPlanar, planar_rows_plain, reparameterise_rows
+from tinyflow.affine import affine
 from tinyflow.amortised_backprop import planar_rows
 from tinyflow.check import numerical_jacobian
 from tinyflow.planar import TINY, softplus
 from tinyflow.strategies import both_signs, perturb_params
+from tinyflow.train import flat_loss_and_grad
 
 EPS = np.finfo(float).eps
 LOG_2PI = np.log(2 * np.pi)
@@ -261,6 +263,45 @@ def test_forward_records_one_node_per_step():
         return sum(1 for _ in toposort(end)) - 4
     assert nodes(planar_rows) == 3 and nodes(planar_rows_plain) >= 15
 
+
+
+# The layers' forward passes as one node each (amortised_backprop.amortised_planar and
+# amortised_gaussian) against the chains they fuse: the heads (u_w_b, mu_s) and planar_rows or
+# affine. Bit for bit, gradients too, through a flow of several layers sharing one context: the
+# same float operations in the same order, so no chapter's number moves.
+class UnfusedPlanar(AmortisedPlanar):
+    def forward(self, params, z, context=None):
+        return planar_rows(z, *self.u_w_b(params, context))
+
+
+class UnfusedAffine(AmortisedAffine):
+    def forward(self, params, eps, context=None):
+        mu, s = self.mu_s(params, context)
+        return affine(eps, s, mu), anp.sum(s, axis=1)
+
+
+@given(seed=seeds, dim=st.integers(1, 3), steps=st.integers(0, 3))
+@examples(20)
+def test_fused_layers_give_the_unfused_chain_bit_for_bit(seed, dim, steps):
+    rng = np.random.default_rng(seed)
+    flows = [tf.Flow(tf.StandardNormal(dim), [planar(C) for _ in range(steps)] + [gaussian(C)])
+             for planar, gaussian in [(AmortisedPlanar, AmortisedAffine), (UnfusedPlanar, UnfusedAffine)]]
+    theta0, unflatten = flatten(flows[0].init(rng))
+    params = {"q": unflatten(theta0 + 0.5 * rng.standard_normal(theta0.shape)),
+              "W": rng.standard_normal((C, C)), "b": rng.standard_normal(C)}
+    x, eps, weights = rng.standard_normal((6, C)), rng.standard_normal((6, dim)), rng.standard_normal((6, dim))
+
+    def loss(flow):
+        def total(p, batch):                  # h = tanh(x W + b): one context for every layer, as an encoder's
+            z, log_q = flow.sample_from_noise(p["q"], eps, context=tf.dense_tanh(x, p["W"], p["b"]))
+            return anp.sum(weights * z) + anp.sum(log_q ** 2)
+        theta, _, loss_and_grad = flat_loss_and_grad(total, params)     # as fit differentiates
+        return loss_and_grad(theta, None)
+    (fused, g_fused), (plain, g_plain) = loss(flows[0]), loss(flows[1])
+    assert fused == plain and np.array_equal(g_fused, g_plain)
+    for fast, readable in zip(flows[0].sample_from_noise(params["q"], eps, context=x),
+                              flows[1].sample_from_noise(params["q"], eps, context=x)):
+        assert np.array_equal(fast, readable)                        # plain params: no autograd
 
 def gaussian_case(seed, dim=2):
     layer = AmortisedAffine(C)

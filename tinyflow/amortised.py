@@ -27,26 +27,44 @@ the only one a VAE needs, since it draws z and needs log q(z | x) at that same z
 (z -> eps) is there for densities on a grid: Gaussian in closed form, planar by planar.py's
 bracketed Newton solve, now with one (1 + c, b) per point.
 
-planar_rows_plain is the planar step written with autograd.numpy, to be read; the layer calls
-amortised_backprop.planar_rows, the same map as one autograd primitive with its backprop written
-out (tested against this one): one node per step instead of about fifteen, which halves the cost
-of a gradient step through 32 planar steps (measured: 32-36 -> 17-18 ms CPU at batch 128, D = 4,
-C = 64; what remains is the heads and the flow's bookkeeping).
+planar_rows_plain is the planar step written with autograd.numpy, to be read, and u_w_b and mu_s
+the heads. The layers' forward passes (what a VAE trains through) call amortised_backprop's
+primitives instead: amortised_planar, heads and planar step as one node, and amortised_gaussian,
+heads, clamp and affine map as one, each with its backprop written out and tested against the
+readable chain (same numbers, bit for bit). Their params arrive as one vector (layer_vector), one
+node however many arrays. A planar step records 4 nodes instead of about 25 (13 with the step
+alone a primitive), and a gradient step through 32 of them costs about half as much again
+(measured at batch 128, D = 2, C = 64: 32-36 ms with every op a node, 17-21 with the step a
+primitive, 13-15 with the heads inside it; what remains is mostly numpy's own per-call cost).
 
 Shapes: eps, z (N, D); context h (N, C), one row per point; log_det (N,).
 AmortisedAffine params {"W_mu": (C, D), "mu": (D,), "W_s": (C, D), "s": (D,)}.
 AmortisedPlanar params {"W_u": (C, D), "u": (D,), "W_w": (C, D), "w": (D,), "W_b": (C,), "b": ()}.
 
-Copy with: amortised.py, affine.py, amortised_backprop.py, linear.py, planar.py, planar_backprop.py, validate.py (and an empty __init__.py).
+Copy with: amortised.py, affine.py, amortised_backprop.py, leaves.py, linear.py, planar.py, planar_backprop.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
 from autograd.extend import defvjp_argnums, primitive
 
-from .affine import affine, affine_inverse, soft_clamp
-from .amortised_backprop import planar_rows
+from .affine import affine_inverse, soft_clamp
+from .amortised_backprop import amortised_gaussian, amortised_planar
+from .leaves import flat_params, read_leaves
 from .linear import dense
 from .planar import TINY, Planar, sech2, softplus, solve_alpha, tanh
 from .validate import check_context, check_dim, check_points, check_positive
+
+
+GAUSSIAN_KEYS = ["W_mu", "mu", "W_s", "s"]                     # each layer's params, in its init's order
+PLANAR_KEYS = ["W_u", "u", "W_w", "w", "W_b", "b"]
+
+
+def layer_vector(params, keys):
+    """A layer's params as one vector, its arrays raveled in the order of keys: in a training step
+    one node (leaves.flat_params, when they are laid out in that order, as init lays them out)."""
+    params = read_leaves(params)
+    if list(params) == keys:
+        return flat_params(params)
+    return np.concatenate([np.ravel(params[key]) for key in keys])
 
 
 class AmortisedAffine:
@@ -75,8 +93,8 @@ class AmortisedAffine:
 
     def forward(self, params, eps, context=None):
         eps, context = self._check(params, eps, context, "eps")
-        mu, s = self.mu_s(params, context)
-        return affine(eps, s, mu), np.sum(s, axis=1)              # z = mu + exp(s) * eps
+        # with mu, s = self.mu_s(params, context): affine(eps, s, mu), np.sum(s, axis=1), as one node
+        return amortised_gaussian(eps, context, layer_vector(params, GAUSSIAN_KEYS), self.s_max)
 
     def inverse(self, params, z, context=None):
         z, context = self._check(params, z, context, "z")
@@ -154,7 +172,8 @@ class AmortisedPlanar:
 
     def forward(self, params, z, context=None):
         z, context = self._check(params, z, context, "z")
-        return planar_rows(z, *self.u_w_b(params, context))      # = planar_rows_plain(z, u, w, b), one node
+        # = planar_rows_plain(z, *self.u_w_b(params, context)), heads and step as one node
+        return amortised_planar(z, context, context, context, layer_vector(params, PLANAR_KEYS))
 
     def inverse(self, params, y, context=None):
         y, context = self._check(params, y, context, "y")

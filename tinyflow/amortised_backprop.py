@@ -24,6 +24,16 @@ The same lines as planar_backprop.py's without its sums over the batch: there ev
 one u, w, b, so their gradients add up over points; here each point's stay its own, and the
 heads (amortised.py) sum them into the weights.
 
+The layers call two larger primitives built on it, each one node with its params as one vector
+(the heads' W and bias raveled in the order of the layer's init):
+
+    amortised_planar(z, h, h, h, weights) = planar_rows(z, h W_u + u, h W_w + w, h W_b + b)
+    amortised_gaussian(eps, h, weights, s_max) = (mu + exp(s) * eps, sum_i s_i),
+        mu = h W_mu + mu_0,  s = s_max tanh((h W_s + s_0) / s_max)
+
+Their backprop is planar_rows' (or affine.py's and soft_clamp's lines), then each head's as a
+dense layer: dW = h^T d(head), d(bias) = sum over points of d(head), dh = d(head) W^T.
+
 Copy with: amortised_backprop.py, planar_backprop.py (and an empty __init__.py).
 """
 import numpy as np
@@ -74,3 +84,95 @@ def planar_rows_vjp(argnums, y_and_log_det, args, kwargs):
 
 
 defvjp_argnums(planar_rows, planar_rows_vjp)
+
+
+# The whole layer, heads included: one node per step in a training step, where the heads alone
+# would add six reads of their arrays and three products.
+
+def planar_heads(h, weights):
+    """The heads' weights out of one vector (W_u, u, W_w, w, W_b, b raveled, the order of
+    AmortisedPlanar.init) and each point's raw planar parameters from them: u, w (N, D), b (N,)."""
+    C = h.shape[1]
+    D = (len(weights) - C - 1) // (2 * C + 2)
+    W_u, u, W_w, w = (weights[i * (C + 1) * D:(i * (C + 1) + C) * D].reshape(C, D) if j == 0 else
+                      weights[(i * (C + 1) + C) * D:(i + 1) * (C + 1) * D] for i in (0, 1) for j in (0, 1))
+    W_b, b = weights[2 * (C + 1) * D:-1], weights[-1]
+    heads = [np.dot(h, W_u), np.dot(h, W_w), np.dot(h, W_b) + b]
+    heads[0] += u                                       # in place, as linear.dense
+    heads[1] += w
+    return (W_u, W_w, W_b), heads
+
+
+@primitive
+def amortised_planar(z, h_b, h_w, h_u, weights):
+    """(y, log_det) of an AmortisedPlanar step: u(h) = h W_u + u, w(h) = h W_w + w, b(h) = h W_b + b,
+    then planar_rows. The context h comes three times, h_b = h_w = h_u = h, once per head: autograd
+    adds a node's gradients on its arguments into their running totals one argument at a time, so
+    h's total collects the three heads' parts in turn, just as when the heads were three nodes of
+    their own. (Summed first, the three would round differently: floating-point addition is not
+    associative, and the total over the layers would move in its last bits.)"""
+    _, (u, w, b) = planar_heads(h_u, weights)
+    return planar_rows.fun(z, u, w, b)
+
+
+def amortised_planar_vjp(argnums, y_and_log_det, args, kwargs):
+    """planar_rows' backprop, then the heads' (linear.dense_backprop's lines; b's head is a dot with
+    a vector): dW = h^T du, du_0 = sum du, dh = du W^T for each head."""
+    z, h, _, _, weights = args
+    (W_u, W_w, W_b), (u, w, b) = planar_heads(h, weights)
+    to_rows = planar_rows_vjp((0, 1, 2, 3), y_and_log_det, (z, u, w, b), {})
+
+    def vjp(g):
+        dz, du, dw, db = to_rows(g)
+        grads = {0: lambda: dz, 1: lambda: np.tensordot(db, W_b, 0), 2: lambda: np.dot(dw, W_w.T),
+                 3: lambda: np.dot(du, W_u.T),
+                 4: lambda: np.concatenate([np.dot(h.T, du).ravel(), np.sum(du, axis=0), np.dot(h.T, dw).ravel(),
+                                            np.sum(dw, axis=0), np.tensordot(db, h, 1), [np.sum(db, axis=0)]])}
+        return [grads[i]() for i in argnums]
+    return vjp
+
+
+defvjp_argnums(amortised_planar, amortised_planar_vjp)
+
+
+def gaussian_heads(h, weights, s_max):
+    """AmortisedAffine's weights out of one vector (W_mu, mu, W_s, s raveled, the order of its init)
+    and each point's shift mu and bounded log-scale s (N, D), as AmortisedAffine.mu_s computes them."""
+    C = h.shape[1]
+    D = len(weights) // (2 * C + 2)
+    W_mu, mu, W_s, s = (weights[i * (C + 1) * D:(i * (C + 1) + C) * D].reshape(C, D) if j == 0 else
+                        weights[(i * (C + 1) + C) * D:(i + 1) * (C + 1) * D] for i in (0, 1) for j in (0, 1))
+    s_raw = np.dot(h, W_s)
+    s_raw += s
+    mu_h = np.dot(h, W_mu)
+    mu_h += mu
+    return (W_mu, W_s), mu_h, s_max * np.tanh(s_raw / s_max)
+
+
+@primitive
+def amortised_gaussian(eps, h, weights, s_max):
+    """(z, log_det) of an AmortisedAffine layer: z = mu(h) + exp(s(h)) * eps, log_det = sum_i s_i(h),
+    with mu(h) = h W_mu + mu and s(h) = s_max tanh((h W_s + s) / s_max); eps (N, D), h (N, C)."""
+    _, mu_h, s_h = gaussian_heads(h, weights, s_max)
+    return eps * np.exp(s_h) + mu_h, np.sum(s_h, axis=1)
+
+
+def amortised_gaussian_vjp(argnums, z_and_log_det, args, kwargs):
+    """Given (gz, gl): d eps = gz exp(s), dmu = gz, ds = gz eps exp(s) + gl (affine.py's lines, and
+    log_det's sum), ds_raw = ds (1 - (s / s_max)^2) (soft_clamp's), then each head as a dense layer:
+    dW = h^T d(head), d(bias) = sum d(head), dh = d(head) W^T, the two heads' dh added."""
+    eps, h, weights, s_max = args
+    (W_mu, W_s), _, s_h = gaussian_heads(h, weights, s_max)
+    exp_s = np.exp(s_h)
+
+    def vjp(g):
+        gz, gl = g
+        ds_raw = (gz * eps * exp_s + gl[:, None]) * (1 - (s_h / s_max) ** 2)
+        grads = {0: lambda: gz * exp_s, 1: lambda: np.dot(ds_raw, W_s.T) + np.dot(gz, W_mu.T),
+                 2: lambda: np.concatenate([np.dot(h.T, gz).ravel(), np.sum(gz, axis=0),
+                                            np.dot(h.T, ds_raw).ravel(), np.sum(ds_raw, axis=0)])}
+        return [grads[i]() for i in argnums]
+    return vjp
+
+
+defvjp_argnums(amortised_gaussian, amortised_gaussian_vjp)
