@@ -14,7 +14,7 @@ from autograd import grad, jacobian
 
 import tinyflow as tf
 from tinyflow.continuous import divergence_plain, _network
-from tinyflow.field_backprop import velocity_and_divergence
+from tinyflow.field_backprop import _field, velocity_and_divergence
 from tinyflow.leaves import flatten_params
 
 SHAPES = [((16,), 2), ((16, 16), 2), ((8, 8, 8), 3), ((5,), 1)]      # (hidden, D): every depth the code branches on
@@ -73,6 +73,20 @@ def test_primitive_matches_the_readable_expression_and_its_gradients(hidden, dim
     for argnum in (0, 1):
         assert np.abs(grad(primitive, argnum)(theta, x) - grad(plain, argnum)(theta, x)).max() < 1e-12
 
+
+
+@pytest.mark.parametrize("hidden, dim", SHAPES)
+@pytest.mark.parametrize("hutchinson", [False, True])
+def test_evaluation_without_autograd_gives_the_primitives_numbers_bit_for_bit(hidden, dim, hutchinson):
+    # outside autograd velocity_and_divergence skips the primitive's kept columns, not its arithmetic
+    flow = tf.ContinuousFlow(tf.StandardNormal(dim), hidden=hidden)
+    rng = np.random.default_rng(5)
+    weights = weights_of(perturbed(flow, seed=6))
+    x, t = rng.standard_normal((9, dim)), rng.uniform(size=9)
+    eps = rng.choice([-1.0, 1.0], (9, dim)) if hutchinson else None
+    out = _field(x, t, eps, *[a for layer in weights for a in layer])
+    v, div = velocity_and_divergence(weights, x, t, eps)
+    assert np.array_equal(v, out[:, :dim]) and np.array_equal(div, out[:, dim])
 
 def test_primitive_gradient_matches_finite_differences():
     flow = flow_2d()
