@@ -24,6 +24,14 @@ The same lines as planar_backprop.py's without its sums over the batch: there ev
 one u, w, b, so their gradients add up over points; here each point's stay its own, and the
 heads (amortised.py) sum them into the weights.
 
+Saved, not recomputed: autograd calls a primitive's vjp maker (planar_rows_vjp) when it records
+the node, right after the forward pass, so whatever the maker recomputes is computed twice per
+step (a third of a planar step's cost, measured). The forward pass therefore returns y and
+log_det as views of one buffer that also keeps u, w, u_hat and the per-point numbers of the
+lines above (planar_rows_kept); the backward pass reads them back through y.base (kept), as
+coupling_backprop.py does. An evaluation, with nothing to differentiate, keeps nothing
+(planar_rows_lean).
+
 The layers call two larger primitives built on it, each one node with its params as one vector
 (the heads' W and bias raveled in the order of the layer's init):
 
@@ -43,30 +51,56 @@ from .planar_backprop import TINY, sech2, sigmoid
 
 
 def reparameterised_rows(u, w):
-    """(u_hat, 1 + c, k, |w|^2) for each row: planar_backprop.reparameterised, one row per point."""
+    """(u_hat, 1 + c, k, |w|^2, w^T u) for each row: planar_backprop.reparameterised, one row per point."""
     wu = np.sum(w * u, axis=1)
     norm2 = np.maximum(np.sum(w * w, axis=1), TINY)      # w = 0 has no u_hat: stay finite
     k = np.logaddexp(0.0, -wu) - 1
-    return u + (k / norm2)[:, None] * w, np.logaddexp(0.0, wu) + TINY, k, norm2
+    return u + (k / norm2)[:, None] * w, np.logaddexp(0.0, wu) + TINY, k, norm2, wu
 
 
 @primitive
 def planar_rows(z, u, w, b):
     """(y, log_det) of an amortised planar step at z (N, D); u, w (N, D), b (N,)."""
-    u_hat, one_plus_c, _, _ = reparameterised_rows(u, w)
+    return planar_rows_kept(z, u, w, b)
+
+
+def planar_rows_kept(z, u, w, b):
+    """planar_rows' forward pass, (y, log_det) returned as views of one buffer that also keeps what
+    the backward pass needs, read back by kept(y): u, w, u_hat and, per point, 1 + c, k, |w|^2,
+    w^T u, t = tanh(a), s = sech^2(a) and the slope S (coupling_backprop.py's save_for_backward)."""
+    n, d = z.shape
+    buffer = np.empty((4 * d + 8) * n)
+    y, u_kept, w_kept, u_hat = buffer[:4 * n * d].reshape(4, n, d)
+    log_det, one_plus_c, k, norm2, wu, t, s, slope = buffer[4 * n * d:].reshape(8, n)
+    u_kept[...], w_kept[...] = u, w
+    u_hat[...], one_plus_c[...], k[...], norm2[...], wu[...] = reparameterised_rows(u, w)
+    a = np.sum(w * z, axis=1) + b
+    t[...], s[...] = np.tanh(a), sech2(a)
+    slope[...] = t ** 2 + one_plus_c * s
+    y[...] = z + u_hat * t[:, None]
+    log_det[...] = np.log(slope)                                      # log(1 + c sech^2(a))
+    return y, log_det
+
+
+def planar_rows_lean(z, u, w, b):
+    """planar_rows' forward pass keeping nothing: for evaluations, which have no backward pass."""
+    u_hat, one_plus_c = reparameterised_rows(u, w)[:2]
     a = np.sum(w * z, axis=1) + b
     t, s = np.tanh(a), sech2(a)
-    return z + u_hat * t[:, None], np.log(t ** 2 + one_plus_c * s)       # log(1 + c sech^2(a))
+    return z + u_hat * t[:, None], np.log(t ** 2 + one_plus_c * s)
+
+
+def kept(y):
+    """What planar_rows_kept keeps, from its y: u, w, u_hat (N, D) and 1 + c, k, |w|^2, w^T u, t, s,
+    S (N,)."""
+    n, d = y.shape
+    return (*y.base[n * d:4 * n * d].reshape(3, n, d), *y.base[4 * n * d + n:].reshape(7, n))
 
 
 def planar_rows_vjp(argnums, y_and_log_det, args, kwargs):
     """The gradients autograd asked for (of z, u, w, b), given (gy, gl): the equations above."""
-    z, u, w, b = args
-    u_hat, one_plus_c, k, norm2 = reparameterised_rows(u, w)
-    a = np.sum(w * z, axis=1) + b
-    t, s = np.tanh(a), sech2(a)
-    slope = t ** 2 + one_plus_c * s
-    wu = np.sum(w * u, axis=1)
+    z = args[0]
+    u, w, u_hat, one_plus_c, k, norm2, wu, t, s, slope = kept(y_and_log_det[0])
 
     def vjp(g):
         gy, gl = g
@@ -90,17 +124,21 @@ defvjp_argnums(planar_rows, planar_rows_vjp)
 # would add six reads of their arrays and three products.
 
 def planar_heads(h, weights):
-    """The heads' weights out of one vector (W_u, u, W_w, w, W_b, b raveled, the order of
-    AmortisedPlanar.init) and each point's raw planar parameters from them: u, w (N, D), b (N,)."""
-    C = h.shape[1]
-    D = (len(weights) - C - 1) // (2 * C + 2)
-    W_u, u, W_w, w = (weights[i * (C + 1) * D:(i * (C + 1) + C) * D].reshape(C, D) if j == 0 else
-                      weights[(i * (C + 1) + C) * D:(i + 1) * (C + 1) * D] for i in (0, 1) for j in (0, 1))
-    W_b, b = weights[2 * (C + 1) * D:-1], weights[-1]
+    """Each point's raw planar parameters u, w (N, D) and b (N,) from the heads' weights."""
+    W_u, u, W_w, w, W_b, b = unpack_planar(weights, h.shape[1])
     heads = [np.dot(h, W_u), np.dot(h, W_w), np.dot(h, W_b) + b]
     heads[0] += u                                       # in place, as linear.dense
     heads[1] += w
-    return (W_u, W_w, W_b), heads
+    return heads
+
+
+def unpack_planar(weights, C):
+    """W_u (C, D), u (D,), W_w (C, D), w (D,), W_b (C,), b () as views of one vector holding them
+    raveled in that order (AmortisedPlanar.init's)."""
+    D = (len(weights) - C - 1) // (2 * C + 2)
+    W_u, u, W_w, w = (weights[i * (C + 1) * D:(i * (C + 1) + C) * D].reshape(C, D) if j == 0 else
+                      weights[(i * (C + 1) + C) * D:(i + 1) * (C + 1) * D] for i in (0, 1) for j in (0, 1))
+    return W_u, u, W_w, w, weights[2 * (C + 1) * D:-1], weights[-1]
 
 
 @primitive
@@ -111,16 +149,15 @@ def amortised_planar(z, h_b, h_w, h_u, weights):
     h's total collects the three heads' parts in turn, just as when the heads were three nodes of
     their own. (Summed first, the three would round differently: floating-point addition is not
     associative, and the total over the layers would move in its last bits.)"""
-    _, (u, w, b) = planar_heads(h_u, weights)
-    return planar_rows.fun(z, u, w, b)
+    return planar_rows_kept(z, *planar_heads(h_u, weights))
 
 
 def amortised_planar_vjp(argnums, y_and_log_det, args, kwargs):
     """planar_rows' backprop, then the heads' (linear.dense_backprop's lines; b's head is a dot with
     a vector): dW = h^T du, du_0 = sum du, dh = du W^T for each head."""
     z, h, _, _, weights = args
-    (W_u, W_w, W_b), (u, w, b) = planar_heads(h, weights)
-    to_rows = planar_rows_vjp((0, 1, 2, 3), y_and_log_det, (z, u, w, b), {})
+    W_u, _, W_w, _, W_b, _ = unpack_planar(weights, h.shape[1])
+    to_rows = planar_rows_vjp((0, 1, 2, 3), y_and_log_det, (z,), {})
 
     def vjp(g):
         dz, du, dw, db = to_rows(g)
