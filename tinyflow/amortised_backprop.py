@@ -161,10 +161,13 @@ def amortised_planar_vjp(argnums, y_and_log_det, args, kwargs):
 
     def vjp(g):
         dz, du, dw, db = to_rows(g)
-        grads = {0: lambda: dz, 1: lambda: np.tensordot(db, W_b, 0), 2: lambda: np.dot(dw, W_w.T),
+        # b's head, h W_b with W_b a vector: dh = db W_b^T, dW_b = h^T db, as the (N, 1) x (1, C) and
+        # (1, N) x (N, C) products that autograd's dot takes (through np.tensordot), so the same sums
+        grads = {0: lambda: dz, 1: lambda: np.dot(db.reshape(-1, 1), W_b.reshape(1, -1)), 2: lambda: np.dot(dw, W_w.T),
                  3: lambda: np.dot(du, W_u.T),
                  4: lambda: np.concatenate([np.dot(h.T, du).ravel(), np.sum(du, axis=0), np.dot(h.T, dw).ravel(),
-                                            np.sum(dw, axis=0), np.tensordot(db, h, 1), [np.sum(db, axis=0)]])}
+                                            np.sum(dw, axis=0), np.dot(db.reshape(1, -1), h).ravel(),
+                                            [np.sum(db, axis=0)]])}
         return [grads[i]() for i in argnums]
     return vjp
 
