@@ -116,7 +116,7 @@ def test_jvp_primitive_gives_the_readable_map_and_products_and_their_gradients(a
     A = np.random.default_rng(13).standard_normal(V.shape)
 
     def fast(params, x):
-        y, JV = residual_jvp(x, V, layer.lipschitz, activation, {}, *raw_leaves(params))
+        y, JV = residual_jvp(x, V, layer.lipschitz, activation, {}, None, *raw_leaves(params))
         return anp.sum(wy * y) + anp.sum(A * JV)
 
     def plain(params, x):
@@ -127,4 +127,18 @@ def test_jvp_primitive_gives_the_readable_map_and_products_and_their_gradients(a
     assert relative(grad(fast, 1)(params, x), grad(plain, 1)(params, x)) <= PRIMITIVE_TOL
     assert relative(flatten(grad(fast)(params, x))[0], flatten(grad(plain)(params, x))[0]) <= PRIMITIVE_TOL
     with pytest.raises(NotImplementedError, match="directions"):
-        grad(lambda V: anp.sum(residual_jvp(x, V, 0.9, activation, {}, *raw_leaves(params))[1]))(V)
+        grad(lambda V: anp.sum(residual_jvp(x, V, 0.9, activation, {}, None, *raw_leaves(params))[1]))(V)
+
+
+@pytest.mark.parametrize("activation", ["lipswish", "tanh"])
+def test_params_read_as_one_vector_give_the_same_numbers_bit_for_bit(activation):
+    """fit's flat parameters (leaves.py) reach the primitive as one vector per block; the values
+    and the gradient with respect to theta are those of the separate arrays, exactly."""
+    from autograd import value_and_grad
+    from tinyflow.leaves import flatten_params, leaf_index, leaves
+    layer, params, x, wy, wl = case(activation, 2, (6, 5), 5, 1.0, 2.0)
+    theta, unflatten = flatten_params(params)
+    total = weighted(layer.forward, wy, wl)
+    one_vector = value_and_grad(lambda t: total(leaves(t, leaf_index(params)), x))(theta)
+    separate = value_and_grad(lambda t: total(unflatten(t), x))(theta)
+    assert one_vector[0] == separate[0] and np.array_equal(one_vector[1], separate[1])

@@ -87,20 +87,21 @@ def singular_vectors(W):
         v, u = singular_vectors(W.T)
         return u, v
     gram = W.T @ W                              # (n_out, n_out), eigenvalues sigma_i^2
-    scale = onp.trace(gram)
+    scale = gram.trace()
     if scale == 0:
         return onp.eye(W.shape[0])[0], onp.eye(W.shape[1])[0]
-    B, purity = gram / scale, 0.0
+    B, spare, purity = gram / scale, onp.empty_like(gram), 0.0
     for _ in range(MAX_DOUBLINGS):
-        B = B @ B
+        B, spare = onp.matmul(B, B, out=spare), B  # B^2 into the other buffer: no new array per step
         purity, last = B.trace(), purity        # tr(B_j^2) = sum of p_i^2: rises to 1 (1/k for a k-fold top)
         B /= purity
         if purity - last <= SETTLED:
             break
-    v = B[:, onp.argmax(onp.diag(B))]           # (W^T W)^(2^j) e_i, the largest column
-    v = v / onp.linalg.norm(v)
+    v = B[:, B.diagonal().argmax()].copy()      # (W^T W)^(2^j) e_i, the largest column
+    v /= onp.sqrt(v.dot(v))                     # |v| as linalg.norm computes it, without its checks
     u = W @ v
-    return u / onp.linalg.norm(u), v
+    u /= onp.sqrt(u.dot(u))
+    return u, v
 
 
 def spectral_norm(W):

@@ -33,12 +33,14 @@ Parameters: [{"W": (n_in, n_out), "b": (n_out,), "beta_raw": ()}, ..., {"W", "b"
 Flows code) only on hidden layers, only for LipSwish. Init: W, b ~ U(-1/sqrt(n_in), 1/sqrt(n_in)),
 the last layer zero, so the layer starts as the identity. x, y (N, D); log_det (N,).
 
-Copy with: residual.py, fixed_point.py, lipschitz.py, residual_backprop.py, validate.py (and an empty __init__.py).
+Copy with: residual.py, fixed_point.py, leaves.py, lipschitz.py, residual_backprop.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
 import numpy as onp
+from autograd.tracer import isbox
 
 from .fixed_point import banach_iterate, fixed_point
+from .leaves import LazyList, read_leaves, shapes as array_shapes
 from .lipschitz import ACTIVATIONS, normalise, softplus
 from .residual_backprop import residual
 from .validate import check_dim, check_hidden, check_points
@@ -129,8 +131,9 @@ class InvertibleResidual:
 
     def forward(self, params, x):
         """(y, log det(I + J_g(x))) as one autograd node (residual_backprop.py)."""
-        x = check_points(x, _dim(params))
-        return residual(x, self.lipschitz, self.activation, {}, *raw_leaves(params))
+        shapes, leaves = block_leaves(params)
+        x = check_points(x, shapes[0][0] if shapes else onp.shape(leaves[0])[0])       # D: W_1 is (D, n_1)
+        return residual(x, self.lipschitz, self.activation, {}, shapes, *leaves)
 
     def forward_plain(self, params, x):
         """What forward computes, written with autograd.numpy to be read: the reference the
@@ -144,7 +147,7 @@ class InvertibleResidual:
         y = check_points(y, _dim(params), "y")
         weights, betas = self.weights(params)
         x = preimage(weights, betas, y, self.lipschitz, self.activation)
-        return x, -residual(x, self.lipschitz, self.activation, {}, *raw_leaves(params))[1]
+        return x, -residual(x, self.lipschitz, self.activation, {}, None, *raw_leaves(params))[1]
 
     def preimage(self, params, y):
         """x = f^-1(y) (N, D) without its log-det: the fixed point, differentiable in y and params."""
@@ -168,6 +171,18 @@ class InvertibleResidual:
 def raw_leaves(params):
     """The raw parameters in residual_backprop's order: W_1, b_1[, beta_raw_1], ..., W_L, b_L."""
     return [layer[key] for layer in params for key in ("W", "b", "beta_raw") if key in layer]
+
+
+def block_leaves(params):
+    """(shapes, leaves) for residual_backprop: the raw parameters as one vector and their shapes
+    where fit's flat parameters (leaves.py) hold them in residual_backprop's order (one node on
+    the tape, not eight), else (None, raw_leaves(params))."""
+    if isbox(params):                                      # a nested params autograd is differentiating
+        params = read_leaves(params)
+    if isinstance(params, LazyList) and all(list(layer) == [key for key in ("W", "b", "beta_raw") if key in layer]
+                                            for layer in params):
+        return array_shapes(params), [params.flat()]
+    return None, raw_leaves(params)
 
 
 def _dim(params):

@@ -60,7 +60,7 @@ from autograd.tracer import getval, isbox
 
 from .invert import Invert
 from .leaves import read_leaves
-from .residual import InvertibleResidual, jvp, raw_leaves, vjp
+from .residual import InvertibleResidual, block_leaves, jvp, vjp
 from .residual_backprop import residual_jvp
 from .validate import check_count, check_points, check_rng
 
@@ -117,14 +117,14 @@ def _series(layer, params, x, plan):
     -> (value, V, A) runs inside that pass on its plain weights and slopes: value the estimate,
     and, if a gradient is wanted, directions V and weights A of the surrogate s = sum_k A[k] . J_g V[k]
     per point, whose gradient is the estimate's. Returned: value + s - (s's number)."""
-    leaves = raw_leaves(params)
+    shapes, leaves = block_leaves(params)
     gradient = isbox(x) or any(isbox(leaf) for leaf in leaves)
     found = {}
 
     def directions(weights, slopes):
         found["value"], V, found["A"] = plan(weights, slopes, gradient)
         return V if gradient else onp.zeros((0,) + getval(x).shape)
-    y, JV = residual_jvp(x, directions, layer.lipschitz, layer.activation, {}, *leaves)
+    y, JV = residual_jvp(x, directions, layer.lipschitz, layer.activation, {}, shapes, *leaves)
     if not gradient:
         return y, found["value"]
     surrogate = np.sum(np.sum(found["A"] * JV, axis=2), axis=0)
