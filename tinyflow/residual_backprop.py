@@ -179,9 +179,12 @@ def _forward(x, V, c, activation, shapes, leaves, saved):
     phi = ACTIVATIONS[activation][0]
     hs, slopes, kept = [x], [], []
     for W_hat, (_, b, _), beta in zip(W_hats[:-1], layers[:-1], betas):
-        h, slope, keep = phi(hs[-1] @ W_hat + b, beta)
+        a = hs[-1] @ W_hat
+        a += b                                             # in place, here and below: the same sums, no new array
+        h, slope, keep = phi(a, beta)
         hs.append(h), slopes.append(slope), kept.append(keep)
-    g = hs[-1] @ W_hats[-1] + layers[-1][1]
+    g = hs[-1] @ W_hats[-1]
+    g += layers[-1][1]
     if callable(V):                                        # directions built from this pass's weights and slopes
         V = V([(W_hat, b) for W_hat, (_, b, _) in zip(W_hats, layers)], slopes)
     K, n, dim = V.shape
@@ -191,7 +194,8 @@ def _forward(x, V, c, activation, shapes, leaves, saved):
         Us.append((Ts[-1].reshape(K * n, W_hat.shape[0]) @ W_hat).reshape(K, n, W_hat.shape[1]))
     saved.update(layers=layers, c_layer=c_layer, norms=norms, W_hats=W_hats, hs=hs, slopes=slopes, kept=kept,
                  Us=Us, Ts=Ts, activation=activation, flat=shapes is not None)
-    return x + g, Us[-1]
+    g += x
+    return g, Us[-1]                                       # y = x + g
 
 
 def _backward(saved, gy, dU, argnums, first):
@@ -207,7 +211,8 @@ def _backward(saved, gy, dU, argnums, first):
         if l > 0:
             dT = (dU.reshape(K * n, -1) @ W_hats[l].T).reshape(K, n, -1)
             ds[l - 1] = np.sum(dT * Us[l - 1], axis=0)
-            dU = dT * slopes[l - 1]
+            dT *= slopes[l - 1]
+            dU = dT
     dbs, dbetas = [None] * L, [None] * (L - 1)
     dW_hats[-1] += hs[-1].T @ gy
     dbs[-1] = np.sum(gy, axis=0)

@@ -155,6 +155,8 @@ def _roulette(layer, params, x, v, rng, p, n_exact):
         b = _powers(jvp, weights, slopes, v, num_terms)
         value = sum(c_k * k_scale * onp.sum(v * b_k, axis=1)
                     for c_k, k_scale, b_k in zip(coefficients(num_terms), scale, b[1:]))
+        if not gradient:
+            return value, None, None
         w = sum((-1) ** k * scale[k] * b[k] for k in range(num_terms))        # ~ (I + J)^-1 v
         return value, w[None], v[None]
     return _series(layer, params, x, plan)
