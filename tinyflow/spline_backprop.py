@@ -30,10 +30,15 @@ arrays: numpy runs a 3D (M, 2, K) @ (K, K + 1) as M small products, one BLAS cal
 
 Saved, not recomputed: the backward pass reads the bin's values (the Bin rows below) from the
 forward pass instead of finding the bin and solving the quadratic again, because that search and
-solve are about a third of a spline layer's training cost and the rows are small (13 per value).
+solve are about a third of a spline layer's training cost and the rows are small (14 per value).
+They sit in one buffer after out and log_det, and the primitive returns only the view of its first
+two rows: the backward pass reads the rest through the view's .base (numpy's reference to the
+buffer), and autograd, which builds a zero array the shape of the output to route the gradients
+of out and log_det, builds one 2 rows tall instead of 2 + 14 + 2K.
 """
 import math
 import warnings
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -45,28 +50,45 @@ MIN_DERIVATIVE = 1e-3
 SHIFT = math.log(math.expm1(1 - MIN_DERIVATIVE))      # softplus(SHIFT) + MIN_DERIVATIVE = 1
 
 
+@lru_cache(maxsize=None)
 def cumulative_matrix(num_bins, bound):
-    """C (K, K + 1) with knots = p @ C + offset: C[i, j] = 2B (1 - K m_bin) for i < j, else 0."""
-    return 2 * bound * (1 - num_bins * MIN_BIN) * (np.arange(num_bins)[:, None] < np.arange(num_bins + 1))
+    """C (K, K + 1) with knots = p @ C + offset: C[i, j] = 2B (1 - K m_bin) for i < j, else 0.
+    Built once per (K, B) and shared, so read-only."""
+    C = 2 * bound * (1 - num_bins * MIN_BIN) * (np.arange(num_bins)[:, None] < np.arange(num_bins + 1))
+    C.flags.writeable = False
+    return C
+
+
+@lru_cache(maxsize=None)
+def knot_offset(num_bins, bound):
+    """offset_j = -B + 2B j m_bin (K + 1,), the part of knot j that does not depend on p; read-only."""
+    offset = -bound + 2 * bound * MIN_BIN * np.arange(num_bins + 1)
+    offset.flags.writeable = False
+    return offset
 
 
 def knot_rows(theta, bound):
     """theta rows (M, 3K - 1) -> knots (M, 2, K + 1) (x_k then y_k), derivatives d (M, K + 1), and
     the two softmaxes p (M, 2, K), from which knots = p @ C + offset."""
     num_bins = (theta.shape[1] + 1) // 3
-    logits = theta[:, :2 * num_bins].reshape(-1, 2, num_bins)
-    top = logits[:, :, 0].copy()                  # the max of each softmax's logits, so no exp overflows;
+    logits = theta[:, :2 * num_bins].reshape(-1, num_bins)    # one row per softmax (2 per theta row)
+    top = logits[:, 0].copy()                     # the max of each softmax's logits, so no exp overflows;
     for j in range(1, num_bins):                  # a loop over the K columns, because numpy's max along
-        np.maximum(top, logits[:, :, j], out=top)  # a short last axis is several times slower here
-    e = np.exp(logits - top[:, :, None])
-    p = e / (e.reshape(-1, num_bins) @ np.ones(num_bins)).reshape(-1, 2, 1)   # softmax
+        np.maximum(top, logits[:, j], out=top)    # a short last axis is several times slower here
+    e = np.exp(logits - top[:, None])
+    p = (e / (e @ np.ones(num_bins))[:, None]).reshape(-1, 2, num_bins)   # softmax
     # knot j = -B + 2B (j m_bin + (1 - K m_bin) (p_0 + ... + p_{j-1})): a cumulative sum as p @ C
     knots = (p.reshape(-1, num_bins) @ cumulative_matrix(num_bins, bound)).reshape(-1, 2, num_bins + 1)
-    knots += -bound + 2 * bound * MIN_BIN * np.arange(num_bins + 1)
+    knots += knot_offset(num_bins, bound)
     knots[:, :, -1] = bound                       # pinned: no rounding at +-B
-    a = theta[:, 2 * num_bins:] + SHIFT
     d = np.ones((len(theta), num_bins + 1))
-    d[:, 1:-1] = MIN_DERIVATIVE + np.maximum(a, 0.0) + np.log1p(np.exp(-np.abs(a)))   # softplus(a), no overflow
+    a = theta[:, 2 * num_bins:] + SHIFT           # softplus(a) = max(a, 0) + log1p(exp(-|a|)), no overflow,
+    tail = np.abs(a)                              # computed in place (out=): each new buffer costs time
+    np.negative(tail, out=tail)
+    np.log1p(np.exp(tail, out=tail), out=tail)
+    softplus = np.maximum(a, 0.0, out=d[:, 1:-1])
+    softplus += MIN_DERIVATIVE
+    softplus += tail
     return knots, d, p
 
 
@@ -100,20 +122,31 @@ def find_bins(v, knots, d, bound, inverse):
     """The Bin of each value v (M,) given the knots and derivatives of its row."""
     inside = (v >= -bound) & (v <= bound)
     v = np.where(inside, v, 0.0)                                               # tails: any bin will do
-    k = np.zeros(len(v), dtype=int)                                            # bin: the number of
-    for j in range(1, knots.shape[2] - 1):                                     # interior knots <= v
-        k += v >= knots[:, int(inverse), j]
-    rows = np.arange(len(v))
-    (x_k, y_k), (x_k1, y_k1) = knots[rows, :, k].T, knots[rows, :, k + 1].T
-    w, h, d_k, d_k1 = x_k1 - x_k, y_k1 - y_k, d[rows, k], d[rows, k + 1]
+    k = (v[:, None] >= knots[:, int(inverse), 1:-1]).sum(axis=1)               # bin: the number of interior knots <= v
+    x_k, y_k, x_k1, y_k1 = knot_values(knots, k)
+    w, h, d_k, d_k1 = x_k1 - x_k, y_k1 - y_k, *knot_values(d, k)
     s = h / w
     if inverse:
         xi, xi1 = solve_xi(v - y_k, y_k1 - v, s, d_k, d_k1)
     else:
         xi, xi1 = (v - x_k) / w, (x_k1 - v) / w
-    t = xi * xi1
-    return Bin(k, inside, x_k, y_k, w, h, s, d_k, d_k1, xi, xi1, numer=s * xi ** 2 + d_k * t,
-               denom=s * (xi ** 2 + xi1 ** 2) + (d_k + d_k1) * t, slope_numer=d_k1 * xi ** 2 + 2 * s * t + d_k * xi1 ** 2)
+    t, xi_2, xi1_2 = xi * xi1, xi ** 2, xi1 ** 2
+    return Bin(k, inside, x_k, y_k, w, h, s, d_k, d_k1, xi, xi1, numer=s * xi_2 + d_k * t,
+               denom=s * (xi_2 + xi1_2) + (d_k + d_k1) * t, slope_numer=d_k1 * xi_2 + 2 * s * t + d_k * xi1_2)
+
+
+def flat_index(a, k):
+    """The position in a.ravel() of a[m, 0, k_m] (or a[m, k_m]) for each row m of a C-contiguous a:
+    indexing the flat array with it is several times faster than a[rows, :, k]."""
+    return np.arange(len(k)) * (a.size // len(a)) + k
+
+
+def knot_values(a, k):
+    """a (M, 2, K + 1) -> x_k, y_k, x_k1, y_k1 of each row's bin k; a (M, K + 1) -> a_k, a_k1."""
+    flat, i = a.ravel(), flat_index(a, k)
+    if a.ndim == 2:
+        return flat[i], flat[i + 1]
+    return flat[i], flat[i + a.shape[2]], flat[i + 1], flat[i + a.shape[2] + 1]
 
 
 def solve_xi(dy, dy1, s, d_k, d_k1):
@@ -142,8 +175,9 @@ def log_slope(b):
 
 @primitive
 def rq_stacked(v, theta, bound, inverse):
-    """(2 + 14 + 2K, N, D): out and log_det, then the Bin rows and the softmaxes p, saved for the
-    backward pass (an autograd primitive returns one array: the role of PyTorch's save_for_backward)."""
+    """(2, N, D): out and log_det, a view of a (2 + 14 + 2K, N D) buffer whose other rows are the Bin
+    rows and the softmaxes p, saved for the backward pass (an autograd primitive returns one array;
+    its .base plays the role of PyTorch's save_for_backward)."""
     knots, d, p = knot_rows(theta_rows(theta, v.shape), bound)
     b = find_bins(v.ravel(), knots, d, bound, inverse)
     if inverse:         # x from the nearer end of the bin: x_k + w xi or x_k1 - w (1 - xi)
@@ -151,7 +185,10 @@ def rq_stacked(v, theta, bound, inverse):
     else:
         out, log_det = b.y_k + b.h * b.numer / b.denom, log_slope(b)
     rows = [np.where(b.inside, out, v.ravel()), np.where(b.inside, log_det, 0.0), *b]
-    return np.concatenate([np.stack(rows), p.reshape(len(b.k), -1).T]).reshape((-1,) + v.shape)
+    stacked = np.empty((len(rows) + p[0].size, len(b.k)))
+    np.stack(rows, out=stacked[:len(rows)])          # written in place: one copy of the rows, not two
+    stacked[len(rows):] = p.reshape(len(b.k), -1).T
+    return stacked[:2].reshape((2,) + v.shape)
 
 
 def rational_quadratic(v, theta, bound, inverse):
@@ -170,9 +207,9 @@ def share_outside(v, bound):
     return np.count_nonzero(np.abs(v) > bound) / v.size
 
 
-def saved_bins(stacked, num_bins):
-    """The Bin and the softmaxes p (M, 2, K) back from the rows of the primitive's output."""
-    rows = stacked.reshape(len(stacked), -1)
+def saved_bins(out_log_det, num_bins):
+    """The Bin and the softmaxes p (M, 2, K) back from the buffer behind the primitive's output."""
+    rows = out_log_det.base
     fields = list(rows[2:2 + len(Bin._fields)])
     fields[0], fields[1] = fields[0].astype(int), fields[1].astype(bool)
     return Bin(*fields), rows[2 + len(Bin._fields):].T.reshape(-1, 2, num_bins)
@@ -182,12 +219,13 @@ def partials(b):
     """dy/d(xi, s, d_k, d_k1, h) and d(log g')/d(xi, s, d_k, d_k1), in bin coordinates."""
     xi, xi1, s, t, numer, denom, slope_numer = b.xi, b.xi1, b.s, b.xi * b.xi1, b.numer, b.denom, b.slope_numer
     delta = b.d_k + b.d_k1 - 2 * s                   # denom = s + delta t, differentiated
-    y = {"xi": b.h * s * slope_numer / denom ** 2,
-         "s": b.h * (xi ** 2 * denom - numer * (1 - 2 * t)) / denom ** 2,
-         "d_k": b.h * t * (denom - numer) / denom ** 2, "d_k1": -b.h * numer * t / denom ** 2, "h": numer / denom}
+    denom_2, one_2t, two_t_denom = denom ** 2, 1 - 2 * t, 2 * t / denom     # each used twice or more
+    y = {"xi": b.h * s * slope_numer / denom_2,
+         "s": b.h * (xi ** 2 * denom - numer * one_2t) / denom_2,
+         "d_k": b.h * t * (denom - numer) / denom_2, "d_k1": -b.h * numer * t / denom_2, "h": numer / denom}
     log_g = {"xi": 2 * (b.d_k1 * xi + s * (xi1 - xi) - b.d_k * xi1) / slope_numer - 2 * delta * (xi1 - xi) / denom,
-             "s": 2 / s + 2 * t / slope_numer - 2 * (1 - 2 * t) / denom,
-             "d_k": xi1 ** 2 / slope_numer - 2 * t / denom, "d_k1": xi ** 2 / slope_numer - 2 * t / denom}
+             "s": 2 / s + 2 * t / slope_numer - 2 * one_2t / denom,
+             "d_k": xi1 ** 2 / slope_numer - two_t_denom, "d_k1": xi ** 2 / slope_numer - two_t_denom}
     return y, log_g
 
 
@@ -213,19 +251,31 @@ def theta_vjp(b, p, g, theta, bound):
     """From the gradients on each row's bin (a dict from the two functions above) to theta's rows
     (M, 3K - 1): s = h / w, then w = x_k1 - x_k and h = y_k1 - y_k onto the two knots, then the
     cumulative sum, the softmax and the softplus."""
-    num_bins, rows, k = p.shape[2], np.arange(len(b.k)), b.k
+    num_bins, m = p.shape[2], len(b.k)
     g_h, g_w = g["h"] + g["s"] / b.w, g["w"] - g["s"] * b.s / b.w            # s = h / w
-    g_knots = np.zeros((len(rows), 2, num_bins + 1))                         # (x, y) of every knot
-    g_knots[rows, :, k] = np.stack([g["x_k"] - g_w, g["y_k"] - g_h], axis=1)
-    g_knots[rows, :, k + 1] += np.stack([g_w, g_h], axis=1)                  # distinct rows: no repeated index
+    g_knots = np.zeros((m, 2, num_bins + 1))                                 # (x, y) of every knot
+    flat, x_k = g_knots.ravel(), flat_index(g_knots, b.k)                    # flat indices: see knot_values
+    y_k = x_k + num_bins + 1
+    flat[x_k], flat[y_k] = g["x_k"] - g_w, g["y_k"] - g_h
+    flat[x_k + 1] += g_w                                                     # distinct rows: no repeated index
+    flat[y_k + 1] += g_h
     g_knots[:, :, -1] = 0.0                                                  # the pinned end is a constant
     g_p = (g_knots.reshape(-1, num_bins + 1) @ cumulative_matrix(num_bins, bound).T).reshape(p.shape)
-    g_logits = p * (g_p - ((p * g_p).reshape(-1, num_bins) @ np.ones(num_bins)).reshape(-1, 2, 1))   # softmax
-    g_d = np.zeros((len(rows), num_bins + 1))
-    g_d[rows, k] = g["d_k"]
-    g_d[rows, k + 1] += g["d_k1"]
-    sigmoid = 0.5 * (1 + np.tanh((theta[:, 2 * num_bins:] + SHIFT) / 2))      # softplus', no overflow
-    return np.concatenate([g_logits.reshape(len(rows), -1), g_d[:, 1:-1] * sigmoid], axis=1)
+    g_p -= ((p * g_p).reshape(-1, num_bins) @ np.ones(num_bins)).reshape(-1, 2, 1)   # the softmax:
+    g_logits = np.multiply(p, g_p, out=g_p)                                  # p (g_p - sum p g_p), in place
+    g_theta = np.empty((m, theta.shape[1]))
+    g_theta[:, :2 * num_bins] = g_logits.reshape(m, -1)
+    g_d = np.zeros((m, num_bins + 1))
+    flat, d_k = g_d.ravel(), flat_index(g_d, b.k)
+    flat[d_k] = g["d_k"]
+    flat[d_k + 1] += g["d_k1"]
+    sigmoid = theta[:, 2 * num_bins:] + SHIFT                                # softplus' = sigmoid =
+    sigmoid /= 2                                                             # 0.5 (1 + tanh(a / 2)),
+    np.tanh(sigmoid, out=sigmoid)                                            # no overflow; in place
+    sigmoid += 1
+    sigmoid *= 0.5
+    np.multiply(g_d[:, 1:-1], sigmoid, out=g_theta[:, 2 * num_bins:])
+    return g_theta
 
 
 def rq_vjp(argnums, stacked, args, kwargs):
