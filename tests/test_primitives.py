@@ -1,4 +1,4 @@
-"""The hand-written primitives (linear.py, mlp.py, affine.py, columns.py, coupling_backprop.py, leaves.py) against the plain
+"""The hand-written primitives (linear.py, mlp.py, made.py, affine.py, columns.py, coupling_backprop.py, leaves.py) against the plain
 autograd.numpy expressions they replace: the same values, the same gradients as autograd derives
 for the plain expression, and gradients that match central finite differences.
 
@@ -17,7 +17,8 @@ from tinyflow.columns import merge_columns, take_columns
 import tinyflow as tf
 from tinyflow.coupling_backprop import coupling_step
 from tinyflow.linear import add_all, dense, dense_inverse, lu_linear, lu_log_det, lu_weight
-from tinyflow.mlp import dense_relu, dense_tanh
+from tinyflow.made import made, made_masks
+from tinyflow.mlp import dense_relu, dense_tanh, mlp_step
 
 AUTOGRAD_TOL = 1e-12       # the same math in another order: rounding only
 FINITE_DIFF_TOL = 1e-6     # central differences, h = 1e-6 times max(1, |arg|): O(h^2) + O(eps / h)
@@ -241,3 +242,30 @@ def test_chapter_5s_fused_step_records_137_nodes():
                    tf.flatten_params(params)[0])
     nodes = toposort(end)
     assert sum(node.vjp is not None for node in nodes) == 137
+
+
+@pytest.mark.parametrize("activation, masked", [("tanh", False), ("relu", False), ("tanh", True)])
+def test_mlp_step_is_the_chain_of_layers_bit_for_bit(activation, masked):
+    """mlp_step (the whole MLP as one node, as SplineCoupling and made_fused run it in training)
+    against mlp / made, the chain it replaces: the same numbers to the last bit, values and the
+    gradients on the flat params and on the input, because each layer makes the same numpy calls."""
+    rng = np.random.default_rng(0)
+    dim, hidden = 3, (8, 8)
+    masks = made_masks(dim, hidden, channels=2) if masked else None
+    params = _pushed(tf.mlp_init(rng, [dim, *hidden, 2 * dim]), rng)
+    theta, index = tf.flatten_params(params)[0], tf.leaves.leaf_index(params)
+    x, c = rng.standard_normal((16, dim)), rng.standard_normal((16, 2 * dim))
+
+    def chain(theta, x):
+        p = tf.leaves.leaves(theta, index)
+        return made(p, masks, x) if masked else tf.mlp(p, x, activation)
+
+    def fused(theta, x):
+        p = tf.leaves.leaves(theta, index)
+        weights = tf.leaves.flat_params(p)
+        return mlp_step(x, weights, [W.shape for W in (layer["W"] for layer in params)], activation, masks)
+    assert np.array_equal(chain(theta, x), fused(theta, x))
+    for argnum in (0, 1):
+        g_chain = grad(lambda theta, x: anp.sum(c * chain(theta, x)), argnum)(theta, x)
+        g_fused = grad(lambda theta, x: anp.sum(c * fused(theta, x)), argnum)(theta, x)
+        assert np.array_equal(g_chain, g_fused)

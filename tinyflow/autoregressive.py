@@ -21,13 +21,14 @@ inverted. forward(params, z, context), inverse(params, y, context).
 
 Shapes: z, y (N, D); log_det (N,); params: MADE pytree with sizes [D (+ C), *hidden, 2D].
 
-Copy with: autoregressive.py, affine.py, columns.py, linear.py, made.py, mlp.py, validate.py (and an empty __init__.py).
+Copy with: autoregressive.py, affine.py, columns.py, leaves.py, linear.py, made.py, mlp.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
 
 from .affine import affine, affine_inverse, soft_clamp
 from .columns import concat_columns, take_columns
-from .made import made, made_masks
+from .leaves import shapes
+from .made import made, made_fused, made_masks
 from .mlp import mlp_init
 from .validate import check_context, check_context_dim, check_dim, check_hidden, check_points, check_positive, given
 
@@ -38,6 +39,7 @@ class AffineAutoregressive:
         self.s_max = check_positive(s_max, "s_max")
         self.context_dim = check_context_dim(context_dim)
         self._masks = {}                       # MADE masks by dim: fixed, so built once
+        self.fused = type(self).mu_s is AffineAutoregressive.mu_s     # an overridden mu_s runs as written
 
     def masks(self, dim):
         if dim not in self._masks:
@@ -49,22 +51,25 @@ class AffineAutoregressive:
         self.masks(dim)
         return mlp_init(rng, [dim + self.context_dim, *self.hidden, 2 * dim])
 
-    def mu_s(self, params, z, context=None):
+    def mu_s(self, params, z, context=None, fused=False):
         """The conditioner: z (N, D) [and context (N, C)] -> shift mu (N, D) and bounded log-scale
         s (N, D), where column i depends on z_<i (and the context) only. Override it to try
-        another scale parameterisation."""
+        another scale parameterisation. fused: the MADE as one autograd node (made.py), the
+        same numbers; forward's single pass uses it."""
         dim = z.shape[1]
-        h = made(params, self.masks(dim), z if context is None else concat_columns(z, context))
+        x = z if context is None else concat_columns(z, context)
+        h = (made_fused if fused else made)(params, self.masks(dim), x)
         mu, s_raw = take_columns(h, slice(0, dim)), take_columns(h, slice(dim, 2 * dim))
         return mu, soft_clamp(s_raw, self.s_max)
 
     def _check(self, params, x, context, name):
-        x = check_points(x, params[0]["W"].shape[0] - self.context_dim, name)
+        x = check_points(x, shapes(params)[0][0] - self.context_dim, name)   # W_1 (n_in, n_1), not read
         return x, check_context(context, self.context_dim, len(x), self)
 
     def forward(self, params, z, context=None):
         z, context = self._check(params, z, context, "z")
-        mu, s = self.mu_s(params, z, *given(context))
+        options = {"fused": True} if self.fused else {}     # an overridden mu_s need not take fused=
+        mu, s = self.mu_s(params, z, *given(context), **options)
         return affine(z, s, mu), np.sum(s, axis=1)               # mu + exp(s) * z
 
     def inverse(self, params, y, context=None):

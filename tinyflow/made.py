@@ -21,11 +21,16 @@ x (W_x * M) + context W_c + b, the conditional MADE of Papamakarios et al. 2017.
 
 params: list of {"W": (n_in, n_out), "b": (n_out,)}; masks: matching list of 0/1 float arrays.
 made(params, masks, x): (N, D [+ C]) -> (N, channels * D), channel c in columns [c*D, (c+1)*D).
+
+made reads as the chain of layers; made_fused computes the same numbers, bit for bit, as one
+autograd node (mlp.mlp_step), which is what the autoregressive layers' single-pass direction runs.
 """
 import autograd.numpy as np
+from autograd.tracer import isbox
 
+from .leaves import flat_params, read_leaves, shapes
 from .linear import dense
-from .mlp import dense_tanh
+from .mlp import dense_tanh, mlp_step
 
 
 def made_degrees(dim, hidden, context_dim=0):
@@ -49,3 +54,13 @@ def made(params, masks, x):
     for layer, mask in zip(params[:-1], masks[:-1]):
         x = dense_tanh(x, layer["W"] * mask, layer["b"])
     return dense(x, params[-1]["W"] * masks[-1], params[-1]["b"])
+
+
+def made_fused(params, masks, x):
+    """made(params, masks, x), bit for bit, as one node on autograd's tape (mlp.mlp_step, which
+    takes the masks) instead of four per layer (W * M, the dense layer, and the lookups of W and b)."""
+    params = read_leaves(params)              # a container autograd is differentiating: as leaves
+    weights = flat_params(params)             # W_1, b_1, W_2, ...: one node
+    if not (isbox(weights) or isbox(x)) or any(list(layer) != ["W", "b"] for layer in params):
+        return made(params, masks, x)         # nothing to differentiate, or dicts built as {"b", "W"}
+    return mlp_step(x, weights, shapes(params)[::2], "tanh", masks)

@@ -12,6 +12,8 @@ in its AVX-512 kernels (chapter 8 measures 3-5 us per 1024 values with them, 13-
 Each layer is one autograd primitive with its backprop written out (the hidden ones here, the
 linear output layer in linear.py): one node on autograd's tape instead of three to five (dot,
 add, activation, lookups), which is most of the speed of a training step at these sizes.
+mlp_step goes one step further: the whole network as one node, the same numbers, for layers
+that read their params as one vector (leaves.flat_params): spline_coupling.py, made.py.
 """
 import numpy as np
 from autograd.extend import defvjp_argnums, primitive
@@ -85,3 +87,71 @@ def mlp(params, x, activation="tanh"):
     for layer in params[:-1]:
         x = hidden(x, layer["W"], layer["b"])
     return dense(x, params[-1]["W"], params[-1]["b"])
+
+
+def unpack(weights, sizes):
+    """[(W_1, b_1), ...]: views of the vector weights = W_1, b_1, W_2, ... raveled (or of its gradient)."""
+    layers, start = [], 0
+    for n_in, n_out in sizes:
+        layers.append((weights[start:start + n_in * n_out].reshape(n_in, n_out),
+                       weights[start + n_in * n_out:start + (n_in + 1) * n_out]))
+        start += (n_in + 1) * n_out
+    return layers
+
+
+def activations(buffer, n, sizes):
+    """mlp_step's buffer as views: the output (N, n_out) first, then each hidden layer's h_j (N, n_j)."""
+    views, start = [], 0
+    for width in [sizes[-1][1]] + [n_out for _, n_out in sizes[:-1]]:
+        views.append(buffer[start:start + n * width].reshape(n, width))
+        start += n * width
+    return views
+
+
+@primitive
+def mlp_step(x, weights, sizes, activation, masks):
+    """The MLP with its params as one vector W_1, b_1, ..., W_k, b_k raveled, sizes [(n_in, n_out)]
+    per layer: h_j = a(h_{j-1} W_j + b_j), out = h_{k-1} W_k + b_k (W_j * M_j for W_j if masks), each
+    layer the same numpy calls as dense_tanh / dense_relu / dense, so the same bits. Backprop, given
+    dout, from the last layer to the first (h_0 = x):
+        da_k = dout;   W_j' = h_{j-1}^T da_j (times M_j),   b_j' = sum over the batch of da_j,
+        h_{j-1}' = da_j W_j^T,   da_{j-1} = h_{j-1}' (1 - h_{j-1}^2) for tanh, h_{j-1}' (h_{j-1} > 0) for relu
+    Saved, not recomputed: the output is a view of one buffer that also holds every h_j, and the
+    backward pass reads them back through the view's .base (as coupling_backprop.py does)."""
+    n = len(x)
+    out, *hidden = activations(np.empty(n * sum(n_out for _, n_out in sizes)), n, sizes)
+    h = x
+    for j, ((W, b), h_next) in enumerate(zip(unpack(weights, sizes), [*hidden, out])):
+        a = np.dot(h, W if masks is None else W * masks[j], out=h_next)
+        a += b                                  # in place, as in dense_tanh
+        if h_next is not out:
+            h = np.tanh(a, out=a) if activation == "tanh" else np.maximum(a, 0.0, out=a)
+    return out
+
+
+def mlp_step_vjp(argnums, out, args, kwargs):
+    x, weights, sizes, activation, masks = args
+
+    def vjp(g):
+        _, *hidden = activations(out.base, len(x), sizes)
+        inputs, layers = [x, *hidden], unpack(weights, sizes)
+        g_weights = np.empty(len(weights))
+        g_layers = unpack(g_weights, sizes)                   # views: each gradient written into g_weights
+        da = g
+        for j in reversed(range(len(sizes))):
+            (W, _), (g_W, g_b) = layers[j], g_layers[j]
+            if masks is None:
+                np.dot(inputs[j].T, da, out=g_W)
+            else:                                             # through W * M: times M
+                np.multiply(np.dot(inputs[j].T, da), masks[j], out=g_W)
+            g_b[:] = np.sum(da, axis=0)
+            if j or 0 in argnums:
+                g_h = np.dot(da, (W if masks is None else W * masks[j]).T)
+            if j:                                             # through the activation, read off the saved h
+                h = inputs[j]
+                da = g_h * (1 - h ** 2) if activation == "tanh" else g_h * (h > 0)
+        return [g_h if argnum == 0 else g_weights for argnum in argnums]
+    return vjp
+
+
+defvjp_argnums(mlp_step, mlp_step_vjp)

@@ -17,12 +17,13 @@ inverse(params, y, context).
 
 Shapes: z, y (N, D); log_det (N,); params: MADE pytree with sizes [D (+ C), *hidden, (3K - 1) D].
 
-Copy with: spline_autoregressive.py, columns.py, linear.py, made.py, mlp.py, spline.py, spline_backprop.py, validate.py (and an empty __init__.py).
+Copy with: spline_autoregressive.py, columns.py, leaves.py, linear.py, made.py, mlp.py, spline.py, spline_backprop.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
 
 from .columns import concat_columns
-from .made import made, made_masks
+from .leaves import shapes
+from .made import made, made_fused, made_masks
 from .mlp import mlp_init
 from .spline import check_num_bins
 from .spline_backprop import rational_quadratic
@@ -46,22 +47,23 @@ class SplineAutoregressive:
         self.masks(dim)
         return mlp_init(rng, [dim + self.context_dim, *self.hidden, (3 * self.num_bins - 1) * dim])
 
-    def theta(self, params, z, context=None):
+    def theta(self, params, z, context=None, fused=False):
         """The conditioner: z (N, D) [and context (N, C)] -> theta (N, D, 3K - 1), where row i
         depends on z_<i (and the context) only. Channel c of output i is MADE column c D + i
-        (made.py), hence the transpose."""
+        (made.py), hence the transpose. fused: the MADE as one autograd node, the same numbers."""
         n, dim = z.shape
-        h = made(params, self.masks(dim), z if context is None else concat_columns(z, context))
+        x = z if context is None else concat_columns(z, context)
+        h = (made_fused if fused else made)(params, self.masks(dim), x)
         h = np.reshape(h, (n, 3 * self.num_bins - 1, dim))
         return np.transpose(h, (0, 2, 1))
 
     def _check(self, params, x, context, name):
-        x = check_points(x, params[0]["W"].shape[0] - self.context_dim, name)
+        x = check_points(x, shapes(params)[0][0] - self.context_dim, name)   # W_1 (n_in, n_1), not read
         return x, check_context(context, self.context_dim, len(x), self)
 
     def forward(self, params, z, context=None):
         z, context = self._check(params, z, context, "z")
-        y, log_det = rational_quadratic(z, self.theta(params, z, *given(context)), self.bound, False)
+        y, log_det = rational_quadratic(z, self.theta(params, z, *given(context), fused=True), self.bound, False)
         return y, np.sum(log_det, axis=1)
 
     def inverse(self, params, y, context=None):
