@@ -260,7 +260,8 @@ def fit_mixture(y, num_components, ridge, rng, num_steps):
         r = np.exp(log_joint - log_likelihood[:, None])                                          # E-step
         n_k = r.sum(axis=0) + 1e-12
         log_pi, mu = np.log(n_k / n), (r.T @ y) / n_k[:, None]                                   # M-step
-        cov = np.stack([(r[:, k, None] * (y - mu[k])).T @ (y - mu[k]) / n_k[k] + ridge * np.eye(D)
+        centred = [y - m for m in mu]
+        cov = np.stack([(r[:, k, None] * centred[k]).T @ centred[k] / n_k[k] + ridge * np.eye(D)
                         for k in range(num_components)])
         if np.mean(log_likelihood) - previous < 1e-5:            # converged (in nats per image)
             break
