@@ -93,7 +93,7 @@ def singular_vectors(W):
     B, spare, purity = gram / scale, onp.empty_like(gram), 0.0
     for _ in range(MAX_DOUBLINGS):
         B, spare = onp.matmul(B, B, out=spare), B  # B^2 into the other buffer: no new array per step
-        purity, last = B.trace(), purity        # tr(B_j^2) = sum of p_i^2: rises to 1 (1/k for a k-fold top)
+        purity, last = trace(B), purity         # tr(B_j^2) = sum of p_i^2: rises to 1 (1/k for a k-fold top)
         B /= purity
         if purity - last <= SETTLED:
             break
@@ -102,6 +102,12 @@ def singular_vectors(W):
     u = W @ v
     u /= onp.sqrt(u.dot(u))
     return u, v
+
+
+def trace(B):
+    """tr(B); for 2 x 2 (the Gram matrix of a D = 2 layer's first or last weight) its one addition
+    on Python floats: the same number as B.trace(), for a tenth of the call's cost."""
+    return B.item(0) + B.item(3) if B.shape == (2, 2) else B.trace()
 
 
 def spectral_norm(W):
