@@ -62,9 +62,11 @@ def test_primitive_matches_plain_expression_and_its_gradient(inverse, draw, seed
     for j, v in enumerate(special_points(theta, inverse, np.random.default_rng(seed))):
         fast, plain = rational_quadratic(v, theta, BOUND, inverse), rational_quadratic_plain(v, theta, BOUND, inverse)
         # the two sum the knots in another order (cumsum, matrix product), one ulp apart; a bin down to
-        # 2e-3 wide with slopes up to e^6 amplifies that to ~1e-9 in the inverse's log-det
+        # 2e-3 wide with slopes up to e^6 amplifies that in the inverse's log-det, by up to 5e-8 on the
+        # worst draw hypothesis has found (each is held to a 60-digit reference on its own knots, to a
+        # few ulps, in test_spline_accuracy.py), hence 1e-6 here
         np.testing.assert_allclose(fast[0], plain[0], rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(fast[1], plain[1], rtol=1e-8, atol=1e-8)
+        np.testing.assert_allclose(fast[1], plain[1], rtol=1e-6, atol=1e-6)
         if 0 < j < num_bins:     # on an interior knot g'' jumps: the gradient of log g' depends on
             continue             # the bin chosen, and an ulp decides it
         for argnum in (0, 1):
