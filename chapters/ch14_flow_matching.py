@@ -397,8 +397,8 @@ ch3_seconds = time.process_time() - started
 ch3_report = held_out(ch3_flow, ch3_trained, banana)
 print(f"chapter 3's coupling flow: {COUPLING_STEPS} steps in {ch3_seconds:.1f} s CPU on this machine")
 print(tinyflow.format_report(ch3_report, f"banana, chapter 3's coupling flow, {COUPLING_STEPS} steps"))
-claim.bound(f"banana: paired KL of chapter 3's coupling flow after {COUPLING_STEPS} steps", ch3_report["kl"],
-            at_most=0.021)
+claim.frequency(f"banana: paired KL of chapter 3's coupling flow after {COUPLING_STEPS} steps at most 0.015",
+                ch3_report["kl"] <= 0.015, runs=33, of=35)
 claim.frequency("banana: chapter 3's coupling flow beats the continuous flow's flow matching + fine-tune",
                 ch3_report["kl"] < report["kl"], runs=19, of=20)
 
@@ -479,3 +479,9 @@ print(f"chapter CPU time: {time.process_time() - START:.0f} s")
 # same maths, rounded differently) and the box check replaced, seeds 20-24 were run again: 40
 # values, 0 outside, each frequency on 5 of 5; every value but the box check's $z$ (from $-2.4$
 # to 1.4) came out as before to the last printed digit, chapter 3's coupling flow included.
+# Chapter 3's coupling flow was stated as a bound, at most 0.021, set on seeds 0-19 (largest
+# 0.0143, median 0.005). On seeds 40-44, after the coupling primitive was made faster, two runs
+# ended near 0.03 (seeds 41 and 44: 0.0305 and 0.0293); the library as it was before gives the
+# same two values, so those 300 steps sometimes stall, whatever the rounding. The bound became
+# the frequency above (at most 0.015 on 33 of the 35 runs 0-29 and 40-44), checked on fresh
+# seeds 45-54.
