@@ -272,7 +272,7 @@ def mode_shares(x):
     return nearest, np.mean(distance.min(axis=1) > 3 * mixture.sigma)
 
 
-FORWARD_BETWEEN, FORWARD_KL, IS_BLIND = 0.23, 1.5, 0.05
+FORWARD_BETWEEN, FORWARD_KL = 0.23, 1.5
 COVERS, ONE_MODE, ESS_HIGH, OWN_DIVERGENCE = (20, 20), (19, 20), (18, 20), (20, 20)   # yes on seeds 0-19
 modes, KLS = {}, {}
 for kind in ("forward KL", "reverse KL"):
@@ -307,8 +307,9 @@ for kind in ("forward KL", "reverse KL"):
         claim.frequency("reverse KL keeps one mode (more than 99% of q's samples nearest it), "
                         "with KL(q||p) within 0.01 of log 4", nearest.max() > 0.99 and
                         abs(reverse["kl"] - np.log(4)) < 0.01, *ONE_MODE)
-        claim.bound("reverse KL: |log Z by IS - log(k/4)|, k the modes holding over 1% of q",
-                    abs(reverse["log_Z_is"] - np.log(kept / 4)), at_most=IS_BLIND, fmt=".3f")
+        print(f"reverse KL: |log Z by IS - log({kept}/4)| = {abs(reverse['log_Z_is'] - np.log(kept / 4)):.3f}")
+        claim.frequency("reverse KL: log Z by IS within 0.01 of log(k/4), k the modes holding over 1% of q",
+                        abs(reverse["log_Z_is"] - np.log(kept / 4)) <= 0.01, runs=32, of=35)
         claim.frequency("reverse KL: ESS above 90%", reverse["ess"] > 0.9, *ESS_HIGH)
 claim.frequency("each fit is the better one in the divergence it was trained on",
                 KLS["forward KL"][0] < KLS["reverse KL"][0] and KLS["reverse KL"][1] < KLS["forward KL"][1],
@@ -427,3 +428,11 @@ savefig(fig, "ch06_modes.png", args.figures_dir)
 # magnitude or more on half the fits (the coupling stack on U2: KL 0.058-0.165, ESS 0.3%-79.8%),
 # too wide to bound; U3's share below the main wave ran from 2.0% to 21.9%, so it is printed, not
 # stated.
+#
+# Re-checked after the speed work of issue 19 (faster fused coupling and LU, the energies'
+# gradients written out: the same maths rounded differently, so every run follows another
+# trajectory, as on another machine), on fresh seeds 40-44: 55 values, 1 outside. |log Z by IS -
+# log(k/4)|, then a bound of 0.05 set on seeds 0-19, reached 0.057 on seed 40. Its values are 0.000
+# on most runs with a tail (0.014, 0.032, 0.057 over 35 runs): a few far samples of q decide it.
+# It became the frequency above (within 0.01 on 32 of the 35 runs 0-29 and 40-44), checked on
+# fresh seeds 45-54.
