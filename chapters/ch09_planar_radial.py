@@ -611,3 +611,8 @@ print(f"chapter ran in {time.perf_counter() - start:.1f} s")
 # numbers, among them an ESS per cell, which swings from a few percent to 60% between runs in
 # cells like U2 radial K = 32; they are now printed, not stated. A full run took 52-71 s of CPU
 # on the shared machine at load 5-20 (`python -m tinyflow.benchmark` times the steps alone).
+#
+# Re-checked after the speed work of issue 19 (the energies' gradients written out; a Stack
+# computes the layers' own numbers to the last digit): the same maths rounded differently, so every
+# run follows another trajectory, as it would on another machine. On fresh seeds 40-44 (`python
+# chapters/seeds.py ch09 --seeds 40-44 --check`): 60 values, 0 outside, every frequency as stated.
