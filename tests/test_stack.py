@@ -94,11 +94,19 @@ def test_stack_refuses_params_of_another_length():
         stack.forward(params[:-1], np.zeros((3, 2)))
 
 
+def test_stack_names_the_columns_its_params_expect():
+    stack = tf.Stack(tf.Planar(), K)
+    params = stack.init(np.random.default_rng(13), 3)
+    with pytest.raises(ValueError, match=r"must have 3 columns"):
+        stack.forward(params, np.zeros((4, 2)))
+
+
 def test_stack_refuses_params_of_another_shape():
     stack = tf.Stack(tf.Planar(), K)
-    params = tf.Stack(tf.Planar(), K).init(np.random.default_rng(13), 3)
+    params = stack.init(np.random.default_rng(13), 2)
+    params[2]["b"] = np.zeros(2)                       # b is a number
     with pytest.raises(ValueError, match="params must hold"):
-        stack.forward(params, np.zeros((3, 2)))
+        stack.forward(params, np.zeros((4, 2)))
 
 
 @pytest.mark.parametrize("num_layers", [0, 2.0, "3"])

@@ -70,7 +70,7 @@ class Stack:
 
     def forward(self, params, z):
         z = check_points(z, name="z")
-        plan = self.plan(params, z.shape[1])
+        plan = self.plan(params, z)
         if plan is None:                              # layer by layer, each through its own forward
             log_det = np.zeros(len(z))
             for k in range(self.num_layers):
@@ -83,21 +83,25 @@ class Stack:
 
     def inverse(self, params, x):
         x = check_points(x)
-        self.plan(params, x.shape[1])                 # the same checks of params
+        self.check_length(params)                     # each layer checks its own params and x
         log_det = np.zeros(len(x))
         for k in reversed(range(self.num_layers)):
             x, log_det_k = self.layer.inverse(params[k], x)
             log_det = log_det + log_det_k
         return x, log_det
 
-    def plan(self, params, dim):
-        """Check params against the stack; the Plan for the fused forward, or None to go layer by layer."""
+    def check_length(self, params):
         if not isinstance(params, (list, tuple)) or len(params) != self.num_layers:
             raise ValueError(f"a Stack of {self.num_layers} layers takes a list of {self.num_layers} params, "
                              f"one per layer; got {type(params).__name__}"
                              + (f" of {len(params)}" if isinstance(params, (list, tuple)) else ""))
+
+    def plan(self, params, z):
+        """Check params against the stack and z; the Plan for the fused forward, or None to go layer by layer."""
+        self.check_length(params)
         if not self.fused:
             return None
+        dim = z.shape[1]
         if dim not in self.plans:
             one = self.layer.init(onp.random.default_rng(0), dim)
             stops = onp.cumsum([onp.size(a) for a in one.values()])
@@ -108,6 +112,7 @@ class Stack:
         if not all(isinstance(p, dict) and list(p) == keys for p in params):
             return None               # theta's order is each dict's own: another order runs layer by layer
         if shapes(params) != expected:
+            self.layer.forward(params[0], z)          # the layer's own message, as K separate layers give
             raise ValueError(f"params must hold {self.num_layers} x {dict(zip(keys, expected))}, "
                              f"got shapes {shapes(params)}")
         return plan
