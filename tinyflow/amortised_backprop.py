@@ -132,13 +132,18 @@ def planar_heads(h, weights):
     return heads
 
 
+def two_heads(weights, C, D):
+    """W_1 (C, D), b_1 (D,), W_2 (C, D), b_2 (D,): two heads' weights and biases, views of the
+    start of one vector holding them raveled in that order."""
+    return [weights[i * (C + 1) * D:(i * (C + 1) + C) * D].reshape(C, D) if j == 0 else
+            weights[(i * (C + 1) + C) * D:(i + 1) * (C + 1) * D] for i in (0, 1) for j in (0, 1)]
+
+
 def unpack_planar(weights, C):
     """W_u (C, D), u (D,), W_w (C, D), w (D,), W_b (C,), b () as views of one vector holding them
     raveled in that order (AmortisedPlanar.init's)."""
     D = (len(weights) - C - 1) // (2 * C + 2)
-    W_u, u, W_w, w = (weights[i * (C + 1) * D:(i * (C + 1) + C) * D].reshape(C, D) if j == 0 else
-                      weights[(i * (C + 1) + C) * D:(i + 1) * (C + 1) * D] for i in (0, 1) for j in (0, 1))
-    return W_u, u, W_w, w, weights[2 * (C + 1) * D:-1], weights[-1]
+    return (*two_heads(weights, C, D), weights[2 * (C + 1) * D:-1], weights[-1])
 
 
 @primitive
@@ -179,9 +184,7 @@ def gaussian_heads(h, weights, s_max):
     """AmortisedAffine's weights out of one vector (W_mu, mu, W_s, s raveled, the order of its init)
     and each point's shift mu and bounded log-scale s (N, D), as AmortisedAffine.mu_s computes them."""
     C = h.shape[1]
-    D = len(weights) // (2 * C + 2)
-    W_mu, mu, W_s, s = (weights[i * (C + 1) * D:(i * (C + 1) + C) * D].reshape(C, D) if j == 0 else
-                        weights[(i * (C + 1) + C) * D:(i + 1) * (C + 1) * D] for i in (0, 1) for j in (0, 1))
+    W_mu, mu, W_s, s = two_heads(weights, C, len(weights) // (2 * C + 2))
     s_raw = np.dot(h, W_s)
     s_raw += s
     mu_h = np.dot(h, W_mu)

@@ -38,7 +38,7 @@ params = {"base": base params, "field": the MLP pytree (mlp.py), sizes [D + 1, *
 last layer starts at zero, so the flow starts as the identity map (v = 0, q = base).
 Shapes: x, z (N, D); t a number or (N,); log q, log_det, div (N,).
 
-Copy with: continuous.py, columns.py, field_backprop.py, linear.py, memory.py, mlp.py, ode.py, threads.py, validate.py (and an empty __init__.py).
+Copy with: continuous.py, columns.py, field_backprop.py, leaves.py, linear.py, memory.py, mlp.py, ode.py, threads.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
 

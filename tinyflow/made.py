@@ -26,11 +26,9 @@ made reads as the chain of layers; made_fused computes the same numbers, bit for
 autograd node (mlp.mlp_step), which is what the autoregressive layers' single-pass direction runs.
 """
 import autograd.numpy as np
-from autograd.tracer import isbox
 
-from .leaves import flat_params, read_leaves, shapes
 from .linear import dense
-from .mlp import dense_tanh, mlp_step
+from .mlp import as_one_node, dense_tanh
 
 
 def made_degrees(dim, hidden, context_dim=0):
@@ -57,10 +55,6 @@ def made(params, masks, x):
 
 
 def made_fused(params, masks, x):
-    """made(params, masks, x), bit for bit, as one node on autograd's tape (mlp.mlp_step, which
-    takes the masks) instead of four per layer (W * M, the dense layer, and the lookups of W and b)."""
-    params = read_leaves(params)              # a container autograd is differentiating: as leaves
-    weights = flat_params(params)             # W_1, b_1, W_2, ...: one node
-    if not (isbox(weights) or isbox(x)) or any(list(layer) != ["W", "b"] for layer in params):
-        return made(params, masks, x)         # nothing to differentiate, or dicts built as {"b", "W"}
-    return mlp_step(x, weights, shapes(params)[::2], "tanh", masks)
+    """made(params, masks, x), bit for bit, as one node on autograd's tape (mlp.as_one_node, whose
+    mlp_step takes the masks) instead of four per layer (W * M, the dense layer, the lookups of W and b)."""
+    return as_one_node(lambda params, x: made(params, masks, x), params, x, "tanh", masks)

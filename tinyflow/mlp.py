@@ -13,11 +13,13 @@ Each layer is one autograd primitive with its backprop written out (the hidden o
 linear output layer in linear.py): one node on autograd's tape instead of three to five (dot,
 add, activation, lookups), which is most of the speed of a training step at these sizes.
 mlp_step goes one step further: the whole network as one node, the same numbers, for layers
-that read their params as one vector (leaves.flat_params): spline_coupling.py, made.py.
+that read their params as one vector (as_one_node): spline_coupling.py, made.py.
 """
 import numpy as np
 from autograd.extend import defvjp_argnums, primitive
+from autograd.tracer import isbox
 
+from .leaves import flat_params, read_leaves, shapes
 from .linear import dense, dense_backprop
 
 
@@ -87,6 +89,19 @@ def mlp(params, x, activation="tanh"):
     for layer in params[:-1]:
         x = hidden(x, layer["W"], layer["b"])
     return dense(x, params[-1]["W"], params[-1]["b"])
+
+
+def as_one_node(readable, params, x, activation, masks=None):
+    """readable(params, x), a chain of dense layers (mlp, or made with its masks), computed as one
+    node on autograd's tape by mlp_step: the same numbers, bit for bit. Used when autograd is
+    differentiating and each layer's params are laid out {"W", "b"}, as init lays them out, so that
+    they are one slice of fit's flat vector; otherwise (nothing to differentiate, or dicts built
+    as {"b", "W"}) the readable chain runs as written."""
+    params = read_leaves(params)              # a container autograd is differentiating: as leaves
+    weights = flat_params(params)             # W_1, b_1, W_2, ...: one node
+    if not (isbox(weights) or isbox(x)) or any(list(layer) != ["W", "b"] for layer in params):
+        return readable(params, x)
+    return mlp_step(x, weights, shapes(params)[::2], activation, masks)
 
 
 def unpack(weights, sizes):

@@ -23,11 +23,9 @@ Shapes: x, y (N, D); log_det (N,); params: the MLP pytree, sizes [n_a (+ C), *hi
 Copy with: spline_coupling.py, columns.py, leaves.py, linear.py, mlp.py, spline.py, spline_backprop.py, validate.py (and an empty __init__.py).
 """
 import autograd.numpy as np
-from autograd.tracer import isbox
 
 from .columns import concat_columns, merge_columns, take_columns
-from .leaves import flat_params, read_leaves, shapes
-from .mlp import mlp, mlp_init, mlp_step
+from .mlp import as_one_node, mlp, mlp_init
 from .spline import check_num_bins
 from .spline_backprop import rational_quadratic
 from .validate import (check_activation, check_context, check_context_dim, check_dim, check_hidden, check_mask,
@@ -54,12 +52,7 @@ class SplineCoupling:
         """The conditioner: x_a (N, n_a) [and context (N, C)] -> theta (N, n_b, 3K - 1), one spline
         per changed coordinate. In training the MLP runs as one autograd node, mlp.mlp_step: the same numbers."""
         x_in = x_a if context is None else concat_columns(x_a, context)
-        params = read_leaves(params)          # a container autograd is differentiating: as leaves
-        weights = flat_params(params)         # W_1, b_1, W_2, ...: one node
-        if not (isbox(weights) or isbox(x_in)) or any(list(layer) != ["W", "b"] for layer in params):
-            h = mlp(params, x_in, self.activation)   # nothing to differentiate, or dicts built as {"b", "W"}
-        else:
-            h = mlp_step(x_in, weights, shapes(params)[::2], self.activation, None)
+        h = as_one_node(lambda params, x: mlp(params, x, self.activation), params, x_in, self.activation)
         return np.reshape(h, (h.shape[0], len(self.index_b), 3 * self.num_bins - 1))
 
     def _apply(self, params, v, context, inverse):
