@@ -45,7 +45,8 @@ from autograd.tracer import trace
 from autograd.util import toposort
 
 import tinyflow as tf
-from tinyflow.benchmark import RecordingNode, machine, peak_memory_mib, traced_step, training_step
+from tinyflow.benchmark import machine, peak_memory_mib, training_step
+from tinyflow.tape import RecordingNode, traced_step
 from tinyflow.plotting import chapter_args, savefig
 
 args = chapter_args(__doc__ or "Chapter 8: backprop by hand")
@@ -405,9 +406,9 @@ for name in ("primitives", "fused"):
 # parameter, and reads each parameter array out of it with a `_leaf` node (tinyflow/leaves.py).
 # The reads are *lazy*: an array becomes a node when a layer first looks it up, and a layer that
 # asks for all of its parameters at once, as the fused coupling does, gets them as one slice of
-# theta (a layer's arrays sit side by side there). `tinyflow.benchmark.traced_step` records that
+# theta (a layer's arrays sit side by side there). `tinyflow.tape.traced_step` records that
 # very function, with a node class of our choosing, and runs its backward pass once.
-# `tinyflow.benchmark.RecordingNode` is section 1's `NamedNode` with what the next cell needs: the
+# `tinyflow.tape.RecordingNode` is section 1's `NamedNode` with what the next cell needs: the
 # primitive, the values it was called with, and the gradient its VJP received.
 
 # %%

@@ -55,7 +55,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import tinyflow
-from tinyflow.benchmark import nodes_per_step
+from tinyflow.tape import nodes_per_step
 from tinyflow.energies import Energy, format_reverse_report, grid_log_Z, reverse_report
 from tinyflow.plotting import chapter_args, grid, plot_density, savefig
 

@@ -10,7 +10,7 @@ import tinyflow
 
 CHAPTERS = sorted((Path(__file__).resolve().parents[1] / "chapters").glob("ch[0-9][0-9]_*.py"))
 PUBLIC_MODULES = {"tinyflow.plotting", "tinyflow.layer_plots", "tinyflow.energies", "tinyflow.benchmark",
-                  "tinyflow.datasets"}
+                  "tinyflow.tape", "tinyflow.datasets"}
 
 
 def private_uses(source):

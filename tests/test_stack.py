@@ -8,7 +8,7 @@ import pytest
 from autograd.util import toposort
 
 import tinyflow as tf
-from tinyflow.benchmark import nodes_per_step
+from tinyflow.tape import RecordingNode, nodes_per_step, traced_step
 from tinyflow.energies import Energy
 from tinyflow.leaves import flatten_params
 
@@ -131,7 +131,6 @@ def test_an_overflow_names_the_layer_of_the_stack():
 def test_stack_tape_holds_one_stacked_node():
     flow = tf.Flow(tf.DiagNormal(2), [tf.Stack(tf.Planar(), 8)])
     params = flow.init(np.random.default_rng(15))
-    from tinyflow.benchmark import RecordingNode, traced_step
     node = traced_step(tf.reverse_kl(flow, Energy(1).log_prob), params,
                        np.random.default_rng(16).standard_normal((BATCH, 2)), RecordingNode)
     names = [n.name for n in toposort(node)]

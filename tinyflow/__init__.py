@@ -36,8 +36,8 @@ Training:          train.py (fit, losses, Adam), annealing.py, leaves.py (flat p
 Checking:          check.py (check_layer), evaluate.py (held-out report, box check), claims.py,
                    validate.py (input checks), strategies.py (hypothesis strategies for tests)
 Targets and data:  targets.py, energies.py, datasets.py (the UCI digits)
-Chapters' tools:   plotting.py, layer_plots.py, benchmark.py, progress.py, threads.py,
-                   memory.py, columns.py, io.py (save_params / load_params, never pickled)
+Chapters' tools:   plotting.py, layer_plots.py, benchmark.py, tape.py (autograd's tape, counted),
+                   progress.py, threads.py, memory.py, columns.py, io.py (save_params / load_params, never pickled)
 """
 # Layers
 from .elementwise import Affine, Exp

@@ -49,9 +49,6 @@ import tracemalloc
 import autograd.numpy as np
 import numpy as onp
 from autograd import grad
-from autograd.core import VJPNode, backward_pass
-from autograd.extend import vspace
-from autograd.tracer import trace
 from autograd.util import toposort
 
 from .autoregressive import AffineAutoregressive
@@ -63,11 +60,11 @@ from .energies import Energy
 from .flow import Flow
 from .flow_matching import flow_matching_batches, flow_matching_loss
 from .invert import Invert
-from .leaves import flatten_params, leaf_index, leaves
 from .permutation import LULinear, Reverse
 from .planar import Planar
 from .spline_coupling import SplineCoupling
 from .stack import Stack
+from .tape import RecordingNode, nodes_per_step, traced_step
 from .targets import Banana, Checkerboard, ShiftedGaussian, UniformConditionalGaussian
 from .train import adam_update, flat_loss_and_grad, forward_kl, gaussian_noise, reverse_kl
 
@@ -187,56 +184,6 @@ def textbook_flow(num_blocks, hidden=(64, 64)):
     layers = [layer for mask in alternating_masks(2, num_blocks)
               for layer in (TextbookCoupling(mask, hidden, activation="relu"), TextbookLU())]
     return TextbookFlow(StandardNormal(2), layers)
-
-
-def nodes_per_step(loss, params, batch):
-    """The nodes on the tape of flat_loss_and_grad(loss, params) at `batch`, the input included
-    (autograd internals: the loss counts the nodes behind its own value)."""
-    counts = []
-
-    def counted_loss(p, x):
-        value = loss(p, x)
-        counts.append(sum(1 for _ in toposort(value._node)))
-        return value
-    theta, _, loss_and_grad = flat_loss_and_grad(counted_loss, params)
-    loss_and_grad(theta, batch)
-    return counts[0]
-
-
-def traced_step(loss, params, batch, node_type):
-    """The tape of fit's loss and gradient at `batch`, recorded with nodes of `node_type` (a
-    subclass of autograd's VJPNode that keeps what it wants to look at): the very function
-    flat_loss_and_grad differentiates (theta, one _leaf per parameter read, the model, the loss),
-    traced, then its backward pass run once. Returns the loss's node; toposort(node) is the tape."""
-    theta, _ = flatten_params(params)
-    index = leaf_index(params)
-    value, end_node = trace(node_type.new_root(), lambda theta: loss(leaves(theta, index), batch), theta)
-    backward_pass(vspace(value).ones(), end_node)
-    return end_node
-
-
-class RecordingNode(VJPNode):
-    """autograd's tape node, keeping its primitive, the values it was called with and the gradient
-    its VJP was handed: what replaying the tape's arithmetic needs (step_anatomy, chapter 8)."""
-    __slots__ = ["fun", "args", "kwargs", "g"]
-
-    def __init__(self, value, fun, args, kwargs, parent_argnums, parents):
-        super().__init__(value, fun, args, kwargs, parent_argnums, parents)
-        self.fun, self.args, self.kwargs, vjp = fun, args, kwargs, self.vjp
-
-        def recording_vjp(g):
-            self.g = g
-            return vjp(g)
-        self.vjp = recording_vjp
-
-    def initialize_root(self):
-        super().initialize_root()
-        self.fun = None                       # theta: recorded, not computed
-
-    @property
-    def name(self):
-        """The primitive's name ("input" for theta), as chapter 8's NamedNode names it."""
-        return "input" if self.fun is None else self.fun.__name__
 
 
 def step_anatomy(quick, repeats, warmup):
